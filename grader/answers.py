@@ -1,0 +1,138 @@
+"""Extracting the answers the student's process wrote.
+
+Everything under the answers folder was written by untrusted code, so each
+manifest is size-limited and validated, and each ``.npy`` header is read and
+checked (numeric dtype, size consistent with the file) before any data is
+loaded, always with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .execute import FINAL_POINT, ExecutionRecord, point_name
+from .notebook import ExecutionPlan
+
+AnswerStatus = Literal["ok", "missing", "unsupported", "too_large", "invalid", "not_run"]
+MANIFEST_LIMIT = 1 << 20
+NUMERIC_KINDS = "biuf"
+
+
+class _ManifestEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["ok", "missing", "unsupported", "too_large"]
+    detail: str = ""
+    type: str | None = None
+    file: str | None = None
+
+
+@dataclass(frozen=True)
+class CapturedAnswer:
+    name: str
+    status: AnswerStatus
+    value: np.ndarray | None = None
+    detail: str = ""
+    where: str = ""  # "after cell 4" or "at the end of the notebook"
+    type_name: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok" and self.value is not None
+
+
+class BadAnswerFile(ValueError):
+    pass
+
+
+def load_npy(path: Path, max_bytes: int) -> np.ndarray:
+    """Load a numeric array written by untrusted code, or raise BadAnswerFile."""
+    size = path.stat().st_size
+    if size > max_bytes + 4096:
+        raise BadAnswerFile(f"answer file is {size} bytes, more than allowed")
+    with open(path, "rb") as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise BadAnswerFile(f"unsupported .npy version {version}")
+        except ValueError as exc:
+            raise BadAnswerFile(f"not a valid .npy file: {exc}") from None
+        if dtype.hasobject or dtype.kind not in NUMERIC_KINDS:
+            raise BadAnswerFile(f"not a numeric array (dtype {dtype})")
+        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if expected > max_bytes or size - f.tell() != expected:
+            raise BadAnswerFile(f"array header (shape {shape}, dtype {dtype}) does not match the file size")
+    return np.load(path, allow_pickle=False)
+
+
+def _read_manifest(answers_dir: Path, point: str) -> dict[str, _ManifestEntry] | str:
+    path = answers_dir / f"{point}.json"
+    if not path.is_file():
+        return "no capture was written"
+    if path.stat().st_size > MANIFEST_LIMIT:
+        return "the capture manifest is too large"
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(raw, dict):
+            return "the capture manifest is not an object"
+        return {str(k): _ManifestEntry.model_validate(v) for k, v in raw.items()}
+    except (ValueError, ValidationError, RecursionError) as exc:
+        return f"the capture manifest is unreadable: {type(exc).__name__}"
+
+
+def _answer_at(answers_dir: Path, point: str, name: str, where: str, max_bytes: int, manifests: dict) -> CapturedAnswer:
+    if point not in manifests:
+        manifests[point] = _read_manifest(answers_dir, point)
+    manifest = manifests[point]
+    if isinstance(manifest, str):
+        return CapturedAnswer(name, "not_run", detail=manifest, where=where)
+    entry = manifest.get(name)
+    if entry is None:
+        return CapturedAnswer(name, "invalid", detail="missing from the capture manifest", where=where)
+    if entry.status != "ok":
+        return CapturedAnswer(name, entry.status, detail=entry.detail, where=where, type_name=entry.type)
+    expected_file = f"{point}--{name}.npy"
+    if entry.file != expected_file:
+        return CapturedAnswer(name, "invalid", detail="unexpected file name in the capture manifest", where=where)
+    try:
+        value = load_npy(answers_dir / expected_file, max_bytes)
+    except (OSError, BadAnswerFile) as exc:
+        return CapturedAnswer(name, "invalid", detail=str(exc), where=where, type_name=entry.type)
+    return CapturedAnswer(name, "ok", value=value, where=where, type_name=entry.type)
+
+
+def load_answers(plan: ExecutionPlan, record: ExecutionRecord, answers_dir: Path) -> dict[str, CapturedAnswer]:
+    """One answer per name: the value captured after its (last) tagged cell,
+    else the value at the end of the notebook, else the most telling failure."""
+    manifests: dict = {}
+    cell_status = {c.cell_index: c for c in record.cells}
+    result: dict[str, CapturedAnswer] = {}
+    for name in plan.final_captures:
+        tagged: list[CapturedAnswer] = []
+        for step in plan.steps:
+            if name in step.captures:
+                where = f"after cell {step.cell_index + 1}"
+                run = cell_status.get(step.cell_index)
+                if run is not None and run.status == "not_run":
+                    tagged.append(CapturedAnswer(name, "not_run", detail=f"cell {step.cell_index + 1} never ran ({record.stopped or 'execution stopped'})", where=where))
+                    continue
+                tagged.append(_answer_at(answers_dir, point_name(step.cell_index), name, where, plan.max_answer_bytes, manifests))
+        good = [a for a in tagged if a.ok]
+        if good:
+            result[name] = good[-1]
+            continue
+        final = _answer_at(answers_dir, FINAL_POINT, name, "at the end of the notebook", plan.max_answer_bytes, manifests)
+        if final.ok or not tagged:
+            result[name] = final
+        else:
+            result[name] = tagged[-1]
+    return result

@@ -1,0 +1,90 @@
+"""Locating an assignment: its folder, spec, template, data files and solution.
+
+Layout (relative to a project root)::
+
+    assignments/<name>/assignment.toml   the spec
+    assignments/<name>/<template>        the student template
+    assignments/<name>/<data...>         files the notebook reads
+    solutions/<name>/<solution>          the reference solution (never shown to students)
+
+The root is, in order: the ``root`` argument, ``$GRADER_ROOT``, the current
+directory if it has an ``assignments/`` folder, else the folder this package
+was installed from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import AssignmentNotFound, SpecError
+from .spec import SPEC_FILE, Spec, load_spec
+
+
+@dataclass(frozen=True)
+class Assignment:
+    name: str
+    folder: Path
+    spec_path: Path
+    spec: Spec
+    solution_path: Path
+
+    @property
+    def template_path(self) -> Path:
+        return self.folder / self.spec.template
+
+    @property
+    def data_files(self) -> list[Path]:
+        return [self.folder / d for d in self.spec.data]
+
+    def spec_sha256(self) -> str:
+        return hashlib.sha256(self.spec_path.read_bytes()).hexdigest()
+
+
+def project_root(root: Path | str | None = None) -> Path:
+    if root is not None:
+        return Path(root)
+    if os.environ.get("GRADER_ROOT"):
+        return Path(os.environ["GRADER_ROOT"])
+    if (Path.cwd() / "assignments").is_dir():
+        return Path.cwd()
+    return Path(__file__).resolve().parent.parent
+
+
+def available_assignments(root: Path | str | None = None) -> list[str]:
+    folder = project_root(root) / "assignments"
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if (p / SPEC_FILE).is_file())
+
+
+def load_assignment(name_or_path: str | Path, root: Path | str | None = None) -> Assignment:
+    """Find and validate an assignment by name (``conv2d``) or by folder path."""
+    candidate = Path(name_or_path)
+    if (candidate / SPEC_FILE).is_file():
+        folder = candidate.resolve()
+        solutions = folder.parent.parent / "solutions"
+    else:
+        base = project_root(root)
+        folder = base / "assignments" / str(name_or_path)
+        solutions = base / "solutions"
+        if not (folder / SPEC_FILE).is_file():
+            known = ", ".join(available_assignments(root)) or "none"
+            raise AssignmentNotFound(
+                f"unknown assignment {str(name_or_path)!r}: no {folder / SPEC_FILE} (known assignments: {known})"
+            )
+    spec_path = folder / SPEC_FILE
+    spec = load_spec(spec_path)
+    assignment = Assignment(
+        name=folder.name,
+        folder=folder,
+        spec_path=spec_path,
+        spec=spec,
+        solution_path=solutions / folder.name / spec.solution,
+    )
+    for path in [assignment.template_path, *assignment.data_files]:
+        if not path.is_file():
+            raise SpecError(f"{spec_path}: file named in the spec is missing: {path}")
+    return assignment

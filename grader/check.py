@@ -1,0 +1,213 @@
+"""Checking answers and computing the score: the one place scores come from.
+
+Runs in the grader's process only, on arrays loaded from files; nothing the
+student's code did to numpy, builtins or this package can reach it.  Each check
+earns all of its points or none; the submission's score is their sum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .answers import CapturedAnswer
+from .compare import compare_values, describe_shape, is_real_numeric, scale_factor
+from .compute import ComputeError, evaluate, fit_conv2d_kernel
+from .result import TestResult
+from .spec import FILE_PREFIX, Check, Conv2D, Spec
+
+NOT_CAPTURED = "{answer} was not computed ({where}: {detail})."
+NEVER_ASSIGNED = "{answer} was never assigned: write its exercise's code in the answer cell, run it, and keep the variable name exactly `{answer}`."
+SHAPE_WRONG = "expected shape {expected}, found {found}."
+CANNOT_COMPARE = "cannot compare values: {answer} has shape {found}, the expected shape is {expected}."
+NOT_NUMERIC = "{answer} is not a real-valued numeric array (dtype {dtype})."
+NONFINITE = "{answer} contains {count} NaN or infinite values."
+VALUES_DIFFER = "{fraction} of the values differ from the expected ones (largest difference {error})."
+SCALED = "Your values are {factor:.6g} times the expected ones."
+DTYPE_WRONG = "expected a {expected} array, found dtype {found}."
+DTYPE_KINDS = {"float": "f", "integer": "iu", "bool": "b"}
+
+
+class MissingInput(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class Outcome:
+    passed: bool
+    message: str
+    expected: str | None = None
+    found: str | None = None
+    diagnosis: str | None = None
+    max_abs_error: float | None = None
+    mismatch_fraction: float | None = None
+
+
+def score(tests: list[TestResult]) -> float:
+    return float(sum(t.score for t in tests))
+
+
+def run_checks(
+    spec: Spec,
+    answers: dict[str, CapturedAnswer],
+    references: dict[str, np.ndarray],
+    notes: dict[str, list[str]],
+    assignment_folder: Path,
+    strict: bool = False,
+) -> list[TestResult]:
+    """One TestResult per check of the spec, in the spec's order.
+
+    ``notes`` are per-answer facts from reading and running the notebook (a
+    cell's error, a markdown answer cell) shown with failed checks.  ``strict``
+    (used on the reference solution) fails a computation whose inputs are
+    missing instead of falling back to a finiteness check."""
+    checker = _Checker(spec, answers, references, assignment_folder, strict)
+    tests = []
+    for check in spec.checks:
+        outcome = checker.run(check)
+        answer = answers[check.answer]
+        parts = [("PASSED: " if outcome.passed else "FAILED: ") + outcome.message]
+        if not outcome.passed:
+            if outcome.diagnosis:
+                parts.append("Likely cause: " + outcome.diagnosis)
+            parts.extend("Note: " + n for n in notes.get(check.answer, []))
+            if check.hint:
+                parts.append("Hint: " + check.hint)
+        tests.append(
+            TestResult(
+                name=check.name,
+                score=float(check.points) if outcome.passed else 0.0,
+                max_score=float(check.points),
+                status="passed" if outcome.passed else "failed",
+                output="\n".join(parts),
+                answer=check.answer,
+                kind=check.kind,
+                expected=outcome.expected,
+                found=outcome.found,
+                diagnosis=outcome.diagnosis,
+                captured=answer.where or None,
+                max_abs_error=outcome.max_abs_error,
+                mismatch_fraction=outcome.mismatch_fraction,
+            )
+        )
+    return tests
+
+
+class _Checker:
+    def __init__(self, spec, answers, references, folder, strict):
+        self.strict = strict
+        self.spec = spec
+        self.answers = answers
+        self.references = references
+        self.folder = folder
+
+    def run(self, check: Check) -> Outcome:
+        answer = self.answers[check.answer]
+        if not answer.ok:
+            return self._not_captured(check, answer)
+        value = answer.value
+        if check.kind == "shape":
+            return self._shape(check, value)
+        if not is_real_numeric(value):
+            return Outcome(False, NOT_NUMERIC.format(answer=check.answer, dtype=value.dtype), found=f"dtype {value.dtype}")
+        if check.kind == "finite":
+            return self._finite(check, value, note="")
+        if check.kind == "reference":
+            return self._against(check, value, self.references[check.answer], "the reference solution's values")
+        return self._computed(check, value)
+
+    def _not_captured(self, check: Check, answer: CapturedAnswer) -> Outcome:
+        detail = answer.detail or answer.status
+        if answer.type_name:
+            detail = f"{answer.type_name} {detail}"
+        diagnosis = next((d.message for d in check.diagnoses if d.when == "missing"), None)
+        if diagnosis is None and answer.status == "missing" and "is not defined" in answer.detail:
+            diagnosis = NEVER_ASSIGNED.format(answer=check.answer)
+        return Outcome(False, NOT_CAPTURED.format(answer=check.answer, where=answer.where or "never captured", detail=detail),
+                       expected="an array", found="nothing (" + answer.status + ")", diagnosis=diagnosis)
+
+    def _shape(self, check: Check, value: np.ndarray) -> Outcome:
+        expected, found = describe_shape(check.shape), describe_shape(value.shape)
+        if list(value.shape) == list(check.shape):
+            return Outcome(True, f"{check.answer} has shape {found}.", expected, found)
+        diagnosis = next((d.message for d in check.diagnoses if d.when == "shape" and list(d.shape) == list(value.shape)), None)
+        return Outcome(False, SHAPE_WRONG.format(expected=expected, found=found), expected, found, diagnosis)
+
+    def _finite(self, check: Check, value: np.ndarray, note: str) -> Outcome:
+        if check.dtype and value.dtype.kind not in DTYPE_KINDS[check.dtype]:
+            return Outcome(False, DTYPE_WRONG.format(expected=check.dtype, found=value.dtype), check.dtype, str(value.dtype))
+        bad = int(value.size - np.count_nonzero(np.isfinite(value)))
+        if bad:
+            return Outcome(False, NONFINITE.format(answer=check.answer, count=bad), "finite values", f"{bad} NaN/inf")
+        return Outcome(True, f"{check.answer} is a finite {value.dtype} array{note}.", "finite values", "finite values")
+
+    def _computed(self, check: Check, value: np.ndarray) -> Outcome:
+        try:
+            expected = evaluate(check.compute, self._student_source)
+        except (MissingInput, ComputeError) as exc:
+            if self.strict:
+                return Outcome(False, f"cannot compute the expected values: {exc}")
+            return self._finite(check, value, note=f" (its values could not be verified: {exc})")
+        return self._against(check, value, expected, "the values computed from your own answers")
+
+    def _against(self, check: Check, value: np.ndarray, expected: np.ndarray, what: str) -> Outcome:
+        exp_shape, found_shape = describe_shape(expected.shape), describe_shape(value.shape)
+        if value.shape != expected.shape:
+            diagnosis = next((d.message for d in check.diagnoses if d.when == "shape" and list(d.shape) == list(value.shape)), None)
+            return Outcome(False, CANNOT_COMPARE.format(answer=check.answer, found=found_shape, expected=exp_shape),
+                           f"shape {exp_shape}", f"shape {found_shape}", diagnosis)
+        rtol = self.spec.tolerance.rtol if check.rtol is None else check.rtol
+        atol = self.spec.tolerance.atol if check.atol is None else check.atol
+        cmp = compare_values(value, expected, rtol, atol)
+        metrics = dict(max_abs_error=cmp.max_abs_error, mismatch_fraction=cmp.mismatch_fraction)
+        if cmp.matches:
+            return Outcome(True, f"{check.answer} matches {what} (largest difference {cmp.max_abs_error:.3g}).",
+                           what, "matching values", **metrics)
+        if cmp.nonfinite:
+            return Outcome(False, NONFINITE.format(answer=check.answer, count=cmp.nonfinite), what,
+                           f"{cmp.nonfinite} NaN/inf values", **metrics)
+        error = "n/a" if cmp.max_abs_error is None else f"{cmp.max_abs_error:.4g}"
+        message = VALUES_DIFFER.format(fraction=f"{cmp.mismatch_fraction:.1%}", error=error)
+        return Outcome(False, message, what, f"{cmp.mismatch_fraction:.1%} of values differ",
+                       self._diagnose_values(check, value, expected), **metrics)
+
+    def _diagnose_values(self, check: Check, value: np.ndarray, expected: np.ndarray) -> str | None:
+        factor = scale_factor(value, expected)
+        if factor is not None:
+            for d in check.diagnoses:
+                if d.when == "scaled" and abs(factor - d.factor) <= 1e-3 * abs(d.factor):
+                    return d.message
+            if abs(factor - 1.0) > 1e-3:
+                return SCALED.format(factor=factor)
+        other = next((d for d in check.diagnoses if d.when == "other_kernel"), None)
+        if other is not None and isinstance(check.compute, Conv2D):
+            fitted = self._fit_kernel(check.compute, value)
+            if fitted is not None:
+                kernel, bias = fitted
+                weights = np.array2string(kernel[..., 0] if kernel.ndim == 3 else kernel, precision=3, suppress_small=True)
+                return f"{other.message} (The kernel that fits your output: {' '.join(weights.split())}, bias {bias:.3g}.)"
+        return None
+
+    def _fit_kernel(self, op: Conv2D, value: np.ndarray):
+        try:
+            x = self._student_source(op.input)
+            if x.shape != self.references.get(op.input, x).shape:
+                raise MissingInput(op.input)
+        except (MissingInput, KeyError):
+            if op.input not in self.references:
+                return None
+            x = self.references[op.input]
+        return fit_conv2d_kernel(x, value, op.kernel_size, op.strides, op.padding)
+
+    def _student_source(self, source: str) -> np.ndarray:
+        if source.startswith(FILE_PREFIX):
+            return np.load(self.folder / source[len(FILE_PREFIX):], allow_pickle=False)
+        answer = self.answers.get(source)
+        if answer is None or not answer.ok:
+            reason = answer.detail if answer is not None else "not captured"
+            raise MissingInput(f"{source} was not captured: {reason}")
+        if not is_real_numeric(answer.value):
+            raise MissingInput(f"{source} is not numeric")
+        return answer.value

@@ -1,0 +1,61 @@
+"""Pure array comparisons: no notebook, kernel or TensorFlow involved."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Comparison:
+    matches: bool
+    max_abs_error: float | None  # over the finite elements; None when none is finite
+    mismatch_fraction: float  # fraction of elements outside the tolerance (NaN/inf count as mismatched)
+    nonfinite: int  # NaN or inf elements in the actual array
+
+
+def compare_values(actual: np.ndarray, expected: np.ndarray, rtol: float, atol: float) -> Comparison:
+    """NaN-aware allclose: |actual - expected| <= atol + rtol * |expected|,
+    where NaN or inf never matches anything (not even NaN)."""
+    if actual.shape != expected.shape:
+        raise ValueError(f"shapes differ: {actual.shape} vs {expected.shape}")
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    finite = np.isfinite(a) & np.isfinite(e)
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.abs(a - e)
+        ok = finite & (diff <= atol + rtol * np.abs(e))
+    size = max(a.size, 1)
+    return Comparison(
+        matches=bool(ok.all()),
+        max_abs_error=float(diff[finite].max()) if finite.any() else None,
+        mismatch_fraction=float((a.size - np.count_nonzero(ok)) / size),
+        nonfinite=int(a.size - np.count_nonzero(np.isfinite(a))),
+    )
+
+
+def scale_factor(actual: np.ndarray, expected: np.ndarray, rel_residual: float = 1e-4) -> float | None:
+    """The k for which actual ~= k * expected (least squares), if that fits
+    within ``rel_residual`` of the actual's norm; else None."""
+    if actual.shape != expected.shape:
+        return None
+    a = np.asarray(actual, dtype=np.float64).ravel()
+    e = np.asarray(expected, dtype=np.float64).ravel()
+    if not (np.isfinite(a).all() and np.isfinite(e).all()):
+        return None
+    ee = float(e @ e)
+    if ee == 0.0:
+        return None
+    k = float(a @ e) / ee
+    residual = float(np.linalg.norm(a - k * e))
+    return k if residual <= rel_residual * max(float(np.linalg.norm(a)), 1e-12) else None
+
+
+def is_real_numeric(array: np.ndarray) -> bool:
+    return array.dtype.kind in "biuf"
+
+
+def describe_shape(shape) -> str:
+    shape = tuple(int(s) for s in shape)
+    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"

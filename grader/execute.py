@@ -1,0 +1,245 @@
+"""Running a planned notebook: the executor interface and the kernel executor.
+
+An executor takes an :class:`~grader.notebook.ExecutionPlan` and a
+:class:`Workdir` and returns an :class:`ExecutionRecord`.  It never judges
+answers: the student's process writes them through :mod:`grader.capture` into
+``workdir.answers`` and the grader reads them afterwards.
+
+Timeout semantics (shared by every executor): a cell may run ``cell_timeout``
+seconds and the whole notebook ``notebook_timeout``.  A timed-out cell is
+interrupted and later cells still run if the kernel answers again; when it does
+not, or the notebook's time is up, or the process dies, the remaining cells are
+recorded as not run.  Answers captured before that point are still graded, and
+what did not run fails: a hung or dead kernel never passes a check.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+from .capture import call_source, loader_source
+from .errors import ExecutorError
+from .notebook import ExecutionPlan
+
+CellStatus = Literal["ok", "error", "timeout", "died", "not_run"]
+FINAL_POINT = "end"
+LOG_LIMIT = 4000
+
+
+def point_name(cell_index: int) -> str:
+    return f"cell{cell_index:04d}"
+
+
+@dataclass(frozen=True)
+class Workdir:
+    """``cwd``: where the student's code runs, holding copies of the data files
+    only; ``answers``: a fresh, unguessable folder the captures are written to."""
+
+    root: Path
+    cwd: Path
+    answers: Path
+
+
+def prepare_workdir(plan: ExecutionPlan, root: Path) -> Workdir:
+    cwd = root / "work"
+    answers = root / f"answers-{secrets.token_hex(8)}"
+    cwd.mkdir(parents=True)
+    answers.mkdir()
+    for data in plan.data_files:
+        shutil.copyfile(data, cwd / data.name)
+    return Workdir(root=root, cwd=cwd, answers=answers)
+
+
+@dataclass
+class CellRun:
+    cell_index: int  # position in the student's notebook (0-based)
+    status: CellStatus
+    seconds: float = 0.0
+    ename: str | None = None
+    evalue: str | None = None
+
+
+@dataclass
+class ExecutionRecord:
+    executor: str
+    cells: list[CellRun] = field(default_factory=list)
+    seconds: float = 0.0
+    stopped: str | None = None  # why execution ended before the last cell, if it did
+    capture_errors: list[str] = field(default_factory=list)
+    log: str = ""  # the tail of the student's process stderr (TensorFlow's noise, crashes)
+
+
+class Executor(Protocol):
+    name: str
+
+    def run(self, plan: ExecutionPlan, workdir: Workdir) -> ExecutionRecord: ...
+
+
+def student_environment(workdir: Workdir) -> dict[str, str]:
+    """Environment of the student's process: quiet TensorFlow, no GUI, and no
+    IPython profile of the machine's user."""
+    env = dict(os.environ)
+    env.update(
+        TF_CPP_MIN_LOG_LEVEL="3",
+        PYTHONWARNINGS="ignore",
+        IPYTHONDIR=str(workdir.root / "ipython"),
+        MPLCONFIGDIR=str(workdir.root / "matplotlib"),
+        PYDEVD_DISABLE_FILE_VALIDATION="1",
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    return env
+
+
+def _tail(path: Path, limit: int = LOG_LIMIT) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - limit))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+class KernelExecutor:
+    """Runs each notebook in a fresh Jupyter kernel through nbclient: the
+    reference executor, with full notebook semantics.  The kernel runs the
+    Python the grader runs in (no kernelspec set-up)."""
+
+    name = "kernel"
+
+    def __init__(self, startup_timeout: float = 60.0, probe_timeout: float = 10.0):
+        self.startup_timeout = startup_timeout
+        self.probe_timeout = probe_timeout
+
+    def run(self, plan: ExecutionPlan, workdir: Workdir) -> ExecutionRecord:
+        import nbformat
+        from nbclient import NotebookClient
+        from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+        cells, roles = self._execution_notebook(plan, workdir)
+        nb = nbformat.v4.new_notebook(cells=cells)
+        record = ExecutionRecord(executor=self.name)
+        client = NotebookClient(
+            nb,
+            km=_kernel_manager(),
+            timeout=_whole_seconds(plan.cell_timeout),
+            startup_timeout=_whole_seconds(self.startup_timeout),
+            allow_errors=True,
+            interrupt_on_timeout=False,
+            record_timing=False,
+        )
+        log_path = workdir.root / "kernel.log"
+        start = time.monotonic()
+        deadline = start + plan.notebook_timeout
+        with open(log_path, "wb") as log:
+            try:
+                ctx = client.setup_kernel(cwd=str(workdir.cwd), env=student_environment(workdir), stdout=log, stderr=log)
+                ctx.__enter__()
+            except Exception as exc:
+                raise ExecutorError(f"the Jupyter kernel did not start: {type(exc).__name__}: {exc}") from exc
+            try:
+                for index, (cell, role) in enumerate(zip(cells, roles)):
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        record.stopped = f"the notebook ran out of time ({plan.notebook_timeout:g} s for the whole notebook)"
+                        break
+                    client.timeout = _whole_seconds(min(plan.cell_timeout, remaining))
+                    t0 = time.monotonic()
+                    try:
+                        client.execute_cell(cell, index, store_history=isinstance(role, int))
+                        outcome, ename, evalue = _outcome(cell)
+                    except CellTimeoutError:
+                        outcome, ename, evalue = "timeout", "TimeoutError", f"the cell ran longer than {client.timeout} s"
+                    except DeadKernelError:
+                        outcome, ename, evalue = "died", "DeadKernelError", "the kernel process died (crash, os._exit or killed)"
+                    seconds = time.monotonic() - t0
+                    if isinstance(role, int):
+                        record.cells.append(CellRun(role, outcome, seconds, ename, evalue))
+                    elif outcome != "ok":
+                        record.capture_errors.append(f"capturing answers ({role}) failed: {ename}: {evalue}")
+                    if outcome == "died":
+                        record.stopped = "the kernel died"
+                        break
+                    if outcome == "timeout" and not self._responds_after_interrupt(client, CellTimeoutError, DeadKernelError):
+                        record.stopped = "the kernel stopped responding after a cell timed out"
+                        break
+            finally:
+                try:
+                    ctx.__exit__(None, None, None)
+                except Exception:
+                    pass  # a dead or wedged kernel is killed; nothing more to do
+        record.seconds = time.monotonic() - start
+        ran = {c.cell_index for c in record.cells}
+        record.cells.extend(CellRun(s.cell_index, "not_run") for s in plan.steps if s.cell_index not in ran)
+        record.log = _tail(log_path)
+        return record
+
+    @staticmethod
+    def _execution_notebook(plan: ExecutionPlan, workdir: Workdir):
+        """The notebook actually executed: a loader cell, each student cell
+        followed by a capture cell where answers are captured, a final capture.
+        ``roles`` says what each cell is: a student cell index, or a label."""
+        import nbformat
+
+        new = nbformat.v4.new_code_cell
+        cells, roles = [new(loader_source())], ["loader"]
+        for step in plan.steps:
+            cells.append(new(step.source))
+            roles.append(step.cell_index)
+            if step.captures:
+                point = point_name(step.cell_index)
+                cells.append(new(call_source(step.captures, workdir.answers, point, plan.max_answer_bytes)))
+                roles.append(point)
+        cells.append(new(call_source(plan.final_captures, workdir.answers, FINAL_POINT, plan.max_answer_bytes)))
+        roles.append(FINAL_POINT)
+        return cells, roles
+
+    def _responds_after_interrupt(self, client, timeout_error, dead_error) -> bool:
+        import nbformat
+        from nbclient.util import run_sync
+
+        try:
+            run_sync(client.km.interrupt_kernel)()
+            client.timeout = _whole_seconds(self.probe_timeout)
+            probe = nbformat.v4.new_code_cell("pass")
+            client.nb.cells.append(probe)
+            client.execute_cell(probe, len(client.nb.cells) - 1, store_history=False)
+            return True
+        except (timeout_error, dead_error):
+            return False
+
+
+def _outcome(cell) -> tuple[CellStatus, str | None, str | None]:
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "error":
+            return "error", str(output.get("ename", "")), str(output.get("evalue", ""))[:1000]
+    return "ok", None, None
+
+
+def _whole_seconds(seconds: float) -> int:
+    return max(1, math.ceil(seconds))
+
+
+def _kernel_manager():
+    """A kernel manager that starts ipykernel with this very Python, whatever
+    kernelspecs the machine has installed."""
+    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
+    from jupyter_client.manager import AsyncKernelManager
+
+    class ThisPython(KernelSpecManager):
+        def get_kernel_spec(self, kernel_name):
+            return KernelSpec(
+                argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+                      "--HistoryManager.hist_file=:memory:"],
+                display_name="grader: this Python",
+                language="python",
+            )
+
+    return AsyncKernelManager(kernel_name="grader-python", kernel_spec_manager=ThisPython())

@@ -1,0 +1,152 @@
+"""``grade(submission, assignment) -> Result``: the one library call.
+
+read -> execute -> extract -> check -> report, in that order, each step in its
+own module.  Anything wrong with the submission becomes part of the result;
+only problems of the grader or its configuration raise :class:`GraderError`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from .answers import load_answers
+from .assignment import Assignment, load_assignment
+from .check import run_checks, score
+from .errors import InvalidSubmission
+from .execute import Executor, ExecutionRecord, KernelExecutor, prepare_workdir
+from .notebook import ExecutionPlan, file_digest, plan_execution, read_submission
+from .references import load_references
+from .result import AssignmentInfo, CellReport, Result, SubmissionInfo, TestResult, Timings
+from .versions import current_versions
+
+CELL_FAILED = {
+    "error": "cell {cell} raised {ename}: {evalue}",
+    "timeout": "cell {cell} timed out: {evalue}",
+    "died": "cell {cell} crashed the kernel: {evalue}",
+    "not_run": "cell {cell} did not run",
+}
+
+
+def grade(
+    submission: Path | str,
+    assignment: Assignment | str,
+    *,
+    executor: Executor | None = None,
+    references: dict[str, np.ndarray] | None = None,
+    cell_timeout: float | None = None,
+    notebook_timeout: float | None = None,
+) -> Result:
+    """Grade one notebook file against an assignment (a name, a folder, or a
+    loaded :class:`Assignment`)."""
+    start = time.monotonic()
+    if not isinstance(assignment, Assignment):
+        assignment = load_assignment(assignment)
+    executor = executor or KernelExecutor()
+    if references is None:
+        references = load_references(assignment)
+    path = Path(submission)
+    try:
+        sub = read_submission(path, int(assignment.spec.limits.max_notebook_mb * 2**20))
+    except InvalidSubmission as exc:
+        return invalid_result(path, assignment, str(exc), executor.name, time.monotonic() - start)
+    plan = plan_execution(sub, assignment.spec, assignment.data_files, cell_timeout, notebook_timeout)
+    with tempfile.TemporaryDirectory(prefix="grader-") as tmp:
+        workdir = prepare_workdir(plan, Path(tmp))
+        record = executor.run(plan, workdir)
+        answers = load_answers(plan, record, workdir.answers)
+    executed = time.monotonic()
+    tests = run_checks(assignment.spec, answers, references, answer_notes(plan, record), assignment.folder)
+    checked = time.monotonic()
+    cells = [CellReport(cell=c.cell_index + 1, status=c.status, ename=c.ename, evalue=c.evalue)
+             for c in record.cells if c.status != "ok"]
+    errors = [CELL_FAILED[c.status].format(cell=c.cell, ename=c.ename, evalue=c.evalue) for c in cells if c.status != "not_run"]
+    if record.stopped:
+        not_run = [c.cell for c in cells if c.status == "not_run"]
+        errors.append(f"execution stopped: {record.stopped}" + (f"; cells {_ranges(not_run)} did not run" if not_run else ""))
+    errors.extend(record.capture_errors)
+    return Result(
+        score=score(tests),
+        max_score=assignment.spec.max_score,
+        output=summary_text(tests, errors),
+        tests=tests,
+        status="graded",
+        submission=SubmissionInfo(file=path.name, sha256=sub.sha256, size=sub.size),
+        assignment=assignment_info(assignment),
+        executor=executor.name,
+        errors=errors,
+        cells=cells,
+        timings=Timings(total_s=round(checked - start, 3), execute_s=round(record.seconds, 3), check_s=round(checked - executed, 3)),
+        versions=current_versions(),
+        graded_at=now_iso(),
+    )
+
+
+def answer_notes(plan: ExecutionPlan, record: ExecutionRecord) -> dict[str, list[str]]:
+    """What the student should know about each answer's cell: it raised, timed
+    out, crashed, never ran, or is not a code cell any more."""
+    notes = {name: list(msgs) for name, msgs in plan.notices.items()}
+    runs = {c.cell_index: c for c in record.cells}
+    for step in plan.steps:
+        run = runs.get(step.cell_index)
+        if run is None or run.status == "ok":
+            continue
+        text = CELL_FAILED[run.status].format(cell=step.cell_index + 1, ename=run.ename, evalue=run.evalue)
+        if run.status == "not_run" and record.stopped:
+            text += f" ({record.stopped})"
+        for name in step.captures:
+            notes.setdefault(name, []).append(text)
+    return notes
+
+
+def summary_text(tests: list[TestResult], errors: list[str]) -> str:
+    passed = sum(t.status == "passed" for t in tests)
+    lines = [f"{passed} of {len(tests)} checks passed: {score(tests):g} / {sum(t.max_score for t in tests):g} points."]
+    lines += [f"- {e}" for e in errors]
+    return "\n".join(lines)
+
+
+def invalid_result(path: Path, assignment: Assignment, reason: str, executor: str, seconds: float,
+                   status: str = "invalid_submission") -> Result:
+    """Score 0 with the reason, every check failed with it: the result a file
+    that cannot be graded gets."""
+    try:
+        sha256, size = file_digest(path)
+    except OSError:
+        sha256, size = None, None
+    tests = [
+        TestResult(name=c.name, score=0.0, max_score=float(c.points), status="failed", answer=c.answer, kind=c.kind,
+                   output=f"FAILED: the submission could not be graded: {reason}")
+        for c in assignment.spec.checks
+    ]
+    return Result(
+        score=0.0,
+        max_score=assignment.spec.max_score,
+        output=f"The submission could not be graded: {reason}",
+        tests=tests,
+        status=status,
+        submission=SubmissionInfo(file=path.name, sha256=sha256, size=size),
+        assignment=assignment_info(assignment),
+        executor=executor,
+        errors=[reason],
+        timings=Timings(total_s=round(seconds, 3)),
+        versions=current_versions(),
+        graded_at=now_iso(),
+    )
+
+
+def assignment_info(assignment: Assignment) -> AssignmentInfo:
+    return AssignmentInfo(name=assignment.name, title=assignment.spec.title,
+                          spec_version=assignment.spec.version, spec_sha256=assignment.spec_sha256())
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _ranges(numbers: list[int]) -> str:
+    return ", ".join(str(n) for n in numbers)

@@ -1,0 +1,176 @@
+"""Reading a submission and planning its execution.
+
+Reading never trusts the file: size, encoding, JSON, nesting and notebook
+structure are checked, and every problem becomes an :class:`InvalidSubmission`
+with a message a student can act on.  Planning finds the answer cells by tag
+(``answer:<name>``), not by position, so inserted, deleted and reordered cells
+still grade.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from .errors import InvalidSubmission
+from .spec import Spec
+
+ANSWER_TAG = "answer:"
+
+
+@dataclass(frozen=True)
+class Submission:
+    path: Path
+    sha256: str
+    size: int
+    notebook: nbformat.NotebookNode
+
+    @property
+    def assignment_hint(self) -> str | None:
+        """The assignment named in the notebook's metadata by the template."""
+        meta = self.notebook.metadata.get("grader")
+        if isinstance(meta, dict) and isinstance(meta.get("assignment"), str):
+            return meta["assignment"]
+        return None
+
+
+def file_digest(path: Path) -> tuple[str, int]:
+    """sha256 and size of a file, read in chunks (the file may be large)."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+def read_submission(path: Path | str, max_bytes: int) -> Submission:
+    path = Path(path)
+    if not path.exists():
+        raise InvalidSubmission(f"{path.name}: file not found")
+    if not path.is_file():
+        raise InvalidSubmission(f"{path.name}: not a regular file")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise InvalidSubmission(
+            f"{path.name}: the file is {size / 2**20:.1f} MiB, more than the {max_bytes / 2**20:.0f} MiB allowed; "
+            "clear the outputs (Kernel > Restart & Clear Output) and save again"
+        )
+    raw = path.read_bytes()
+    sha256 = hashlib.sha256(raw).hexdigest()
+    if not raw.strip():
+        raise InvalidSubmission(f"{path.name}: the file is empty")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidSubmission(
+            f"{path.name}: not a notebook: byte 0x{raw[exc.start]:02x} at offset {exc.start} is not UTF-8 text "
+            "(a notebook is a JSON text file; did you upload a PDF, a zip or an exported HTML?)"
+        ) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        cut = " (the file looks truncated: was it saved completely?)" if exc.pos >= len(text.rstrip()) - 1 else ""
+        raise InvalidSubmission(
+            f"{path.name}: not a notebook: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}{cut}"
+        ) from None
+    except RecursionError:
+        raise InvalidSubmission(f"{path.name}: not a notebook: the JSON is nested too deeply") from None
+    if not isinstance(data, dict) or not ("cells" in data or "worksheets" in data):
+        raise InvalidSubmission(f"{path.name}: valid JSON but not a Jupyter notebook (no 'cells')")
+    try:
+        notebook = nbformat.reads(text, as_version=4, capture_validation_error={})
+    except RecursionError:
+        raise InvalidSubmission(f"{path.name}: not a notebook: the JSON is nested too deeply") from None
+    except Exception as exc:  # nbformat raises many types for broken structure
+        raise InvalidSubmission(f"{path.name}: not a readable notebook: {type(exc).__name__}: {exc}") from None
+    _check_structure(path.name, notebook)
+    return Submission(path=path, sha256=sha256, size=size, notebook=notebook)
+
+
+def _check_structure(name: str, notebook: nbformat.NotebookNode) -> None:
+    cells = notebook.get("cells")
+    if not isinstance(cells, list):
+        raise InvalidSubmission(f"{name}: not a readable notebook: 'cells' is not a list")
+    for i, cell in enumerate(cells):
+        if not isinstance(cell, dict) or cell.get("cell_type") not in ("code", "markdown", "raw"):
+            raise InvalidSubmission(f"{name}: not a readable notebook: cell {i} has no valid cell_type")
+        if not isinstance(cell.get("source"), str):
+            raise InvalidSubmission(f"{name}: not a readable notebook: cell {i} has no text source")
+
+
+def cell_tags(cell: dict) -> list[str]:
+    metadata = cell.get("metadata")
+    tags = metadata.get("tags") if isinstance(metadata, dict) else None
+    return [t for t in tags if isinstance(t, str)] if isinstance(tags, list) else []
+
+
+@dataclass(frozen=True)
+class Step:
+    """One student code cell, and the answers captured right after it."""
+
+    cell_index: int
+    source: str
+    captures: dict[str, str] = field(default_factory=dict)  # answer -> expression
+
+
+@dataclass(frozen=True)
+class ExecutionPlan:
+    """What an executor runs: the student's code cells in order, capture
+    points after tagged cells, and a final capture of every answer."""
+
+    steps: list[Step]
+    final_captures: dict[str, str]
+    notices: dict[str, list[str]]  # answer -> things the student should know
+    data_files: list[Path]
+    cell_timeout: float
+    notebook_timeout: float
+    max_answer_bytes: int
+
+
+def plan_execution(
+    submission: Submission,
+    spec: Spec,
+    data_files: list[Path],
+    cell_timeout: float | None = None,
+    notebook_timeout: float | None = None,
+) -> ExecutionPlan:
+    by_cell: dict[str, list[str]] = {}
+    for name in spec.answers:
+        by_cell.setdefault(spec.capture_cell(name), []).append(name)
+    steps: list[Step] = []
+    notices: dict[str, list[str]] = {}
+    tagged: set[str] = set()
+    for index, cell in enumerate(submission.notebook.cells):
+        names = [n for t in cell_tags(cell) if t.startswith(ANSWER_TAG) for n in by_cell.get(t[len(ANSWER_TAG):], [])]
+        if cell.cell_type != "code":
+            for name in names:
+                notices.setdefault(name, []).append(
+                    f"the cell tagged '{ANSWER_TAG}{spec.capture_cell(name)}' (cell {index + 1}) is a {cell.cell_type} cell, "
+                    "so it never ran: change it back to a code cell"
+                )
+            continue
+        if not cell.source.strip() and not names:
+            continue
+        tagged.update(names)
+        steps.append(Step(index, cell.source, {n: spec.expression(n) for n in names}))
+    for name in spec.answers:
+        if name not in tagged and name not in notices:
+            notices.setdefault(name, []).append(
+                f"no code cell is tagged '{ANSWER_TAG}{spec.capture_cell(name)}', so its value was taken at the end of the notebook"
+            )
+    limits = spec.limits
+    return ExecutionPlan(
+        steps=steps,
+        final_captures={n: spec.expression(n) for n in spec.answers},
+        notices=notices,
+        data_files=data_files,
+        cell_timeout=cell_timeout or limits.cell_timeout,
+        notebook_timeout=notebook_timeout or limits.notebook_timeout,
+        max_answer_bytes=int(limits.max_answer_mb * 2**20),
+    )
