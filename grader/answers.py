@@ -116,7 +116,7 @@ def load_answers(plan: ExecutionPlan, record: ExecutionRecord, answers_dir: Path
     manifests: dict = {}
     cell_status = {c.cell_index: c for c in record.cells}
     result: dict[str, CapturedAnswer] = {}
-    for name in plan.final_captures:
+    for name in plan.answer_names:
         tagged: list[CapturedAnswer] = []
         for step in plan.steps:
             if name in step.captures:
@@ -129,6 +129,9 @@ def load_answers(plan: ExecutionPlan, record: ExecutionRecord, answers_dir: Path
         good = [a for a in tagged if a.ok]
         if good:
             result[name] = good[-1]
+            continue
+        if name not in plan.final_captures:
+            result[name] = tagged[-1] if tagged else CapturedAnswer(name, "missing", detail="its cell was not found")
             continue
         final = _answer_at(answers_dir, FINAL_POINT, name, "at the end of the notebook", plan.max_answer_bytes, manifests)
         if final.ok or not tagged:

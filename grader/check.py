@@ -63,7 +63,7 @@ def run_checks(
     cell's error, a markdown answer cell) shown with failed checks.  ``strict``
     (used on the reference solution) fails a computation whose inputs are
     missing instead of falling back to a finiteness check."""
-    checker = _Checker(spec, answers, references, assignment_folder, strict)
+    checker = _Checker(spec, answers, references, assignment_folder, strict, notes)
     tests = []
     for check in spec.checks:
         outcome = checker.run(check)
@@ -72,7 +72,7 @@ def run_checks(
         if not outcome.passed:
             if outcome.diagnosis:
                 parts.append("Likely cause: " + outcome.diagnosis)
-            parts.extend("Note: " + n for n in notes.get(check.answer, []))
+            parts.extend("Note: " + n for n in notes.get(check.answer, []) if n not in (outcome.diagnosis or ""))
             if check.hint:
                 parts.append("Hint: " + check.hint)
         tests.append(
@@ -96,8 +96,9 @@ def run_checks(
 
 
 class _Checker:
-    def __init__(self, spec, answers, references, folder, strict):
+    def __init__(self, spec, answers, references, folder, strict, notes):
         self.strict = strict
+        self.notes = notes
         self.spec = spec
         self.answers = answers
         self.references = references
@@ -123,6 +124,8 @@ class _Checker:
         if answer.type_name:
             detail = f"{answer.type_name} {detail}"
         diagnosis = next((d.message for d in check.diagnoses if d.when == "missing"), None)
+        if diagnosis is None and self.notes.get(check.answer):
+            diagnosis = "; ".join(self.notes[check.answer])  # its cell raised, timed out, never ran...
         if diagnosis is None and answer.status == "missing" and "is not defined" in answer.detail:
             diagnosis = NEVER_ASSIGNED.format(answer=check.answer)
         return Outcome(False, NOT_CAPTURED.format(answer=check.answer, where=answer.where or "never captured", detail=detail),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import secrets
 import shutil
 import sys
@@ -31,6 +32,7 @@ from .notebook import ExecutionPlan
 
 CellStatus = Literal["ok", "error", "timeout", "died", "not_run"]
 FINAL_POINT = "end"
+TIMEOUT_ENAME = "GraderCellTimeout"
 LOG_LIMIT = 4000
 
 
@@ -121,26 +123,35 @@ class KernelExecutor:
     def run(self, plan: ExecutionPlan, workdir: Workdir) -> ExecutionRecord:
         import nbformat
         from nbclient import NotebookClient
-        from nbclient.exceptions import CellTimeoutError, DeadKernelError
+        from nbclient.exceptions import DeadKernelError
 
         cells, roles = self._execution_notebook(plan, workdir)
         nb = nbformat.v4.new_notebook(cells=cells)
         record = ExecutionRecord(executor=self.name)
+        replies: list[dict] = []
         client = NotebookClient(
             nb,
             km=_kernel_manager(),
             timeout=_whole_seconds(plan.cell_timeout),
             startup_timeout=_whole_seconds(self.startup_timeout),
             allow_errors=True,
-            interrupt_on_timeout=False,
+            # On timeout nbclient interrupts the kernel and answers with this
+            # error reply; it also stops listening for the cell's output (a
+            # raised CellTimeoutError would leave that listener stealing the
+            # next cells' messages).
+            interrupt_on_timeout=True,
+            error_on_timeout={"ename": TIMEOUT_ENAME, "evalue": "", "traceback": []},
             record_timing=False,
+            shutdown_kernel="immediate",
+            on_cell_executed=lambda **kw: replies.append(kw["execute_reply"]),
         )
         log_path = workdir.root / "kernel.log"
         start = time.monotonic()
         deadline = start + plan.notebook_timeout
         with open(log_path, "wb") as log:
             try:
-                ctx = client.setup_kernel(cwd=str(workdir.cwd), env=student_environment(workdir), stdout=log, stderr=log)
+                ctx = client.setup_kernel(cwd=str(workdir.cwd), env=student_environment(workdir), stdout=log, stderr=log,
+                                          cleanup_kc=True)  # we pass our own km, so nbclient would not stop the kernel
                 ctx.__enter__()
             except Exception as exc:
                 raise ExecutorError(f"the Jupyter kernel did not start: {type(exc).__name__}: {exc}") from exc
@@ -152,11 +163,10 @@ class KernelExecutor:
                         break
                     client.timeout = _whole_seconds(min(plan.cell_timeout, remaining))
                     t0 = time.monotonic()
+                    replies.clear()
                     try:
                         client.execute_cell(cell, index, store_history=isinstance(role, int))
-                        outcome, ename, evalue = _outcome(cell)
-                    except CellTimeoutError:
-                        outcome, ename, evalue = "timeout", "TimeoutError", f"the cell ran longer than {client.timeout} s"
+                        outcome, ename, evalue = _outcome(replies, client.timeout)
                     except DeadKernelError:
                         outcome, ename, evalue = "died", "DeadKernelError", "the kernel process died (crash, os._exit or killed)"
                     seconds = time.monotonic() - t0
@@ -167,7 +177,7 @@ class KernelExecutor:
                     if outcome == "died":
                         record.stopped = "the kernel died"
                         break
-                    if outcome == "timeout" and not self._responds_after_interrupt(client, CellTimeoutError, DeadKernelError):
+                    if outcome == "timeout" and not self._responds(client, replies):
                         record.stopped = "the kernel stopped responding after a cell timed out"
                         break
             finally:
@@ -201,26 +211,41 @@ class KernelExecutor:
         roles.append(FINAL_POINT)
         return cells, roles
 
-    def _responds_after_interrupt(self, client, timeout_error, dead_error) -> bool:
+    def _responds(self, client, replies: list[dict]) -> bool:
+        """After an interrupted cell: does the kernel run a trivial cell again?
+        (A loop that ignores SIGINT keeps it busy for good.)"""
         import nbformat
-        from nbclient.util import run_sync
+        from nbclient.exceptions import DeadKernelError
 
+        probe = nbformat.v4.new_code_cell("pass")
+        client.nb.cells.append(probe)
+        client.timeout = _whole_seconds(self.probe_timeout)
+        replies.clear()
         try:
-            run_sync(client.km.interrupt_kernel)()
-            client.timeout = _whole_seconds(self.probe_timeout)
-            probe = nbformat.v4.new_code_cell("pass")
-            client.nb.cells.append(probe)
             client.execute_cell(probe, len(client.nb.cells) - 1, store_history=False)
-            return True
-        except (timeout_error, dead_error):
+        except DeadKernelError:
             return False
+        return _outcome(replies, client.timeout)[0] == "ok"
 
 
-def _outcome(cell) -> tuple[CellStatus, str | None, str | None]:
-    for output in cell.get("outputs", []):
-        if output.get("output_type") == "error":
-            return "error", str(output.get("ename", "")), str(output.get("evalue", ""))[:1000]
-    return "ok", None, None
+def _outcome(replies: list[dict], timeout: int) -> tuple[CellStatus, str | None, str | None]:
+    """Status of a cell from its execute_reply."""
+    content = replies[-1].get("content", {}) if replies else {}
+    if content.get("status", "ok") == "ok":
+        return "ok", None, None
+    if content.get("ename") == TIMEOUT_ENAME:
+        return "timeout", "TimeoutError", f"the cell ran longer than {timeout} s and was interrupted"
+    return "error", clean_text(content.get("ename", "")), clean_text(content.get("evalue", ""))
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def clean_text(text, limit: int = 400) -> str:
+    """One line of plain text from an exception value: no ANSI colours, no
+    line breaks, at most ``limit`` characters."""
+    text = " ".join(ANSI.sub("", str(text)).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _whole_seconds(seconds: float) -> int:

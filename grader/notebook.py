@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +52,8 @@ def file_digest(path: Path) -> tuple[str, int]:
 
 def read_submission(path: Path | str, max_bytes: int) -> Submission:
     path = Path(path)
+    if path.is_symlink():
+        raise InvalidSubmission(f"{path.name}: is a symbolic link, not a notebook file; upload the notebook itself")
     if not path.exists():
         raise InvalidSubmission(f"{path.name}: file not found")
     if not path.is_file():
@@ -75,7 +78,8 @@ def read_submission(path: Path | str, max_bytes: int) -> Submission:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        cut = " (the file looks truncated: was it saved completely?)" if exc.pos >= len(text.rstrip()) - 1 else ""
+        truncated = not text.rstrip().endswith("}") or exc.pos >= len(text.rstrip()) - 1
+        cut = " (the file looks truncated: was it saved or uploaded completely?)" if truncated else ""
         raise InvalidSubmission(
             f"{path.name}: not a notebook: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}{cut}"
         ) from None
@@ -124,6 +128,7 @@ class ExecutionPlan:
     """What an executor runs: the student's code cells in order, capture
     points after tagged cells, and a final capture of every answer."""
 
+    answer_names: list[str]
     steps: list[Step]
     final_captures: dict[str, str]
     notices: dict[str, list[str]]  # answer -> things the student should know
@@ -143,11 +148,22 @@ def plan_execution(
     by_cell: dict[str, list[str]] = {}
     for name in spec.answers:
         by_cell.setdefault(spec.capture_cell(name), []).append(name)
+    cells = submission.notebook.cells
+    present = {t[len(ANSWER_TAG):] for c in cells for t in cell_tags(c) if t.startswith(ANSWER_TAG)}
+    inferred = {_last_assigning_cell(cells, tag): tag for tag in by_cell if tag not in present}
+    inferred.pop(None, None)
     steps: list[Step] = []
     notices: dict[str, list[str]] = {}
     tagged: set[str] = set()
-    for index, cell in enumerate(submission.notebook.cells):
+    for index, cell in enumerate(cells):
         names = [n for t in cell_tags(cell) if t.startswith(ANSWER_TAG) for n in by_cell.get(t[len(ANSWER_TAG):], [])]
+        if index in inferred:
+            names += by_cell[inferred[index]]
+            for name in by_cell[inferred[index]]:
+                notices.setdefault(name, []).append(
+                    f"no cell is tagged '{ANSWER_TAG}{inferred[index]}'; its value was taken after cell {index + 1}, "
+                    f"the last cell that assigns {inferred[index]}"
+                )
         if cell.cell_type != "code":
             for name in names:
                 notices.setdefault(name, []).append(
@@ -159,18 +175,32 @@ def plan_execution(
             continue
         tagged.update(names)
         steps.append(Step(index, cell.source, {n: spec.expression(n) for n in names}))
-    for name in spec.answers:
+    for name, answer in spec.answers.items():
         if name not in tagged and name not in notices:
+            consequence = "it could not be captured" if answer.expression else "its value was taken at the end of the notebook"
             notices.setdefault(name, []).append(
-                f"no code cell is tagged '{ANSWER_TAG}{spec.capture_cell(name)}', so its value was taken at the end of the notebook"
+                f"no code cell is tagged '{ANSWER_TAG}{spec.capture_cell(name)}', so {consequence}"
             )
     limits = spec.limits
     return ExecutionPlan(
+        answer_names=list(spec.answers),
         steps=steps,
-        final_captures={n: spec.expression(n) for n in spec.answers},
+        # An expression (``model.get_weights()[0]``) names objects the notebook
+        # reuses, so it is only meaningful right after its own cell.
+        final_captures={n: spec.expression(n) for n, a in spec.answers.items() if a.expression is None},
         notices=notices,
         data_files=data_files,
         cell_timeout=cell_timeout or limits.cell_timeout,
         notebook_timeout=notebook_timeout or limits.notebook_timeout,
         max_answer_bytes=int(limits.max_answer_mb * 2**20),
     )
+
+
+def _last_assigning_cell(cells: list, name: str) -> int | None:
+    """The last code cell with a top-level assignment to ``name``: where an
+    untagged answer is most likely computed."""
+    if not name.isidentifier():
+        return None
+    pattern = re.compile(rf"^{re.escape(name)}\s*(?::[^=\n]*)?=(?!=)", re.M)
+    found = [i for i, c in enumerate(cells) if c.cell_type == "code" and pattern.search(c.source)]
+    return found[-1] if found else None

@@ -1,0 +1,27 @@
+"""grader: grade notebook exercises by executing them, extracting the answers
+and checking them against a reference solution, outside the student's process.
+
+The one library call is :func:`grade`; :func:`grade_batch` grades a folder.
+Names are imported lazily so ``grader --help`` answers instantly.
+"""
+
+from importlib import import_module
+
+__all__ = [
+    "grade", "grade_batch", "load_assignment", "Result", "TestResult",
+    "GraderError", "AssignmentNotFound", "SpecError", "SolutionError",
+    "InvalidSubmission", "ExecutorError", "ResultsError", "KernelExecutor",
+]
+
+_WHERE = {
+    "grade": "grade", "grade_batch": "batch", "load_assignment": "assignment",
+    "Result": "result", "TestResult": "result", "KernelExecutor": "execute",
+    **{name: "errors" for name in ("GraderError", "AssignmentNotFound", "SpecError", "SolutionError",
+                                   "InvalidSubmission", "ExecutorError", "ResultsError")},
+}
+
+
+def __getattr__(name):
+    if name in _WHERE:
+        return getattr(import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module 'grader' has no attribute {name!r}")

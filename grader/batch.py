@@ -1,0 +1,176 @@
+"""Grading a folder of submissions.
+
+Each result is written atomically (temporary file, then rename) as soon as its
+submission is graded, so an interrupted batch never leaves a half-written or
+lost result.  The summary and the gradebook are rebuilt from the
+per-submission files, so they cannot disagree with them.  One submission's
+failure, even a bug of ours, becomes that submission's result; the batch goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from pydantic import ValidationError
+
+from .assignment import Assignment
+from .errors import ResultsError
+from .execute import Executor, KernelExecutor
+from .grade import grade, invalid_result
+from .references import load_references
+from .result import Result
+
+SUMMARY_FILE = "summary.json"
+GRADEBOOK_FILE = "gradebook.csv"
+
+
+def find_submissions(folder: Path) -> list[Path]:
+    """The ``*.ipynb`` entries of a folder (not recursive), in name order."""
+    if not folder.is_dir():
+        raise ResultsError(f"{folder}: not a folder of submissions")
+    return sorted(p for p in folder.iterdir() if p.name.endswith(".ipynb") and not p.name.startswith("."))
+
+
+def result_path(out: Path, submission: Path) -> Path:
+    stem = submission.name[: -len(".ipynb")] if submission.name.endswith(".ipynb") else submission.name
+    name = f"{stem}.json"
+    if name in (SUMMARY_FILE,) or not stem:
+        name = f"{submission.name}.json"  # never overwrite the summary
+    return out / name
+
+
+def write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def prepare_out(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ResultsError(f"{out}: results folder is not writable: {exc.strerror or exc}") from None
+
+
+@dataclass
+class BatchSummary:
+    assignment: str
+    results: dict[str, Result | None] = field(default_factory=dict)  # submission file -> result (None: unreadable)
+    seconds: float = 0.0
+
+    @property
+    def missing(self) -> list[str]:
+        return [name for name, r in self.results.items() if r is None]
+
+
+def grade_batch(
+    folder: Path,
+    assignment: Assignment,
+    out: Path,
+    *,
+    executor: Executor | None = None,
+    cell_timeout: float | None = None,
+    notebook_timeout: float | None = None,
+    on_result: Callable[[Path, Result], None] | None = None,
+) -> BatchSummary:
+    start = time.monotonic()
+    submissions = find_submissions(folder)
+    prepare_out(out)
+    executor = executor or KernelExecutor()
+    references = load_references(assignment)
+    for submission in submissions:
+        t0 = time.monotonic()
+        try:
+            result = grade(submission, assignment, executor=executor, references=references,
+                           cell_timeout=cell_timeout, notebook_timeout=notebook_timeout)
+        except Exception as exc:  # a bug or machine problem on this submission must not stop the batch
+            reason = f"the grader failed on this submission ({type(exc).__name__}: {exc}); it was not graded"
+            result = invalid_result(submission, assignment, reason, executor.name, time.monotonic() - t0, status="error")
+            result.errors.append("".join(traceback.format_exception_only(exc)).strip())
+        write_atomic(result_path(out, submission), result.model_dump_json(indent=2))
+        if on_result:
+            on_result(submission, result)
+    summary = rebuild_summary(submissions, assignment, out)
+    summary.seconds = time.monotonic() - start
+    return summary
+
+
+def rebuild_summary(submissions: list[Path], assignment: Assignment, out: Path) -> BatchSummary:
+    """Read back every per-submission result and write summary.json and
+    gradebook.csv from them."""
+    summary = BatchSummary(assignment=assignment.name)
+    for submission in submissions:
+        try:
+            summary.results[submission.name] = Result.model_validate_json(result_path(out, submission).read_bytes())
+        except (OSError, ValidationError):
+            summary.results[submission.name] = None
+    write_atomic(out / SUMMARY_FILE, json.dumps(summary_json(summary, assignment, out), indent=2))
+    write_atomic(out / GRADEBOOK_FILE, gradebook_csv(summary, assignment))
+    return summary
+
+
+def summary_json(summary: BatchSummary, assignment: Assignment, out: Path) -> dict:
+    results = [r for r in summary.results.values() if r is not None]
+    max_score = assignment.spec.max_score
+    checks = {}
+    for check in assignment.spec.checks:
+        outcomes = [t.status == "passed" for r in results for t in r.tests if t.name == check.name]
+        checks[check.name] = {"passed": sum(outcomes), "of": len(outcomes),
+                              "pass_rate": round(sum(outcomes) / len(outcomes), 4) if outcomes else None}
+    return {
+        "assignment": assignment.name,
+        "spec_version": assignment.spec.version,
+        "max_score": max_score,
+        "submissions": len(summary.results),
+        "graded": sum(r.status == "graded" for r in results),
+        "invalid": sum(r.status == "invalid_submission" for r in results),
+        "errors": sum(r.status == "error" for r in results),
+        "missing_results": summary.missing,
+        "full_marks": sum(r.score == max_score for r in results),
+        "partial": sum(0 < r.score < max_score for r in results),
+        "zero": sum(r.score == 0 for r in results),
+        "mean_score": round(sum(r.score for r in results) / len(results), 4) if results else None,
+        "checks": checks,
+        "results": [
+            {"submission": name, "result": result_path(out, Path(name)).name,
+             "score": r.score if r else None, "status": r.status if r else "missing"}
+            for name, r in summary.results.items()
+        ],
+    }
+
+
+def gradebook_csv(summary: BatchSummary, assignment: Assignment) -> str:
+    names = [c.name for c in assignment.spec.checks]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["submission", "sha256", "status", "score", "max_score", *names, "errors"])
+    for file, r in summary.results.items():
+        if r is None:
+            writer.writerow([file, "", "missing", "", assignment.spec.max_score, *[""] * len(names), "result file unreadable"])
+            continue
+        by_name = {t.name: t.score for t in r.tests}
+        writer.writerow([file, r.submission.sha256 or "", r.status, f"{r.score:g}", f"{r.max_score:g}",
+                         *[f"{by_name.get(n, 0):g}" for n in names], " | ".join(r.errors)])
+    return buffer.getvalue()

@@ -1,0 +1,176 @@
+"""Command line: reads arguments, calls the library, writes output.
+
+Exit codes: 0 success (a result was produced, whatever the score); 1 ``check``
+below full marks or ``validate`` failed; 2 usage error; 3 operator error
+(unknown assignment, invalid spec, unwritable results folder); 4 broken
+reference solution; 5 the executor could not run (kernel would not start).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import GraderError
+
+EXECUTORS = ("kernel",)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except GraderError as exc:
+        print(f"grader: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("grader: interrupted; results already written are kept", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="grader", description="Grade Jupyter notebook exercises: execute, extract answers, check them, report JSON.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    def execution_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--executor", choices=EXECUTORS, default="kernel", help="how notebooks are run (default: kernel, a fresh Jupyter kernel per notebook)")
+        p.add_argument("--cell-timeout", type=float, metavar="SECONDS", help="seconds one cell may run (default: the spec's, 60)")
+        p.add_argument("--notebook-timeout", type=float, metavar="SECONDS", help="seconds the whole notebook may run (default: the spec's, 300)")
+
+    p = add("grade", cmd_grade, "Grade one notebook and print the result JSON.")
+    p.add_argument("notebook", type=Path)
+    p.add_argument("--assignment", "-a", help="assignment name or folder (default: from the notebook's metadata)")
+    execution_options(p)
+
+    p = add("batch", cmd_batch, "Grade every *.ipynb in a folder; write RESULTS_DIR/<stem>.json, summary.json and gradebook.csv.")
+    p.add_argument("submissions", type=Path, metavar="SUBMISSIONS_DIR")
+    p.add_argument("--assignment", "-a", required=True, help="assignment name or folder")
+    p.add_argument("--out", "-o", type=Path, required=True, metavar="RESULTS_DIR")
+    execution_options(p)
+
+    p = add("check", cmd_check, "Check your notebook before you submit: same scores, readable feedback.")
+    p.add_argument("notebook", type=Path)
+    p.add_argument("--assignment", "-a", help="assignment name or folder (default: from the notebook's metadata)")
+    execution_options(p)
+
+    p = add("validate", cmd_validate, "Check an assignment: the solution scores full marks and the untouched template scores 0.")
+    p.add_argument("assignment", help="assignment name or folder")
+
+    add("schema", cmd_schema, "Print the JSON Schema of a result.")
+    return parser
+
+
+def _executor(args):
+    from .execute import KernelExecutor
+
+    return KernelExecutor()
+
+
+def _assignment_for(notebook: Path, name: str | None):
+    from .assignment import available_assignments, load_assignment
+    from .errors import InvalidSubmission
+    from .notebook import read_submission
+
+    if name:
+        return load_assignment(name)
+    try:
+        hint = read_submission(notebook, 50 * 2**20).assignment_hint
+    except InvalidSubmission:
+        hint = None
+    if hint:
+        return load_assignment(hint)
+    known = available_assignments()
+    if len(known) == 1:
+        return load_assignment(known[0])
+    raise GraderError(f"{notebook.name}: cannot tell which assignment this is; pass --assignment (known: {', '.join(known) or 'none'})")
+
+
+def _grade(args):
+    from .grade import grade
+
+    assignment = _assignment_for(args.notebook, args.assignment)
+    return grade(args.notebook, assignment, executor=_executor(args),
+                 cell_timeout=args.cell_timeout, notebook_timeout=args.notebook_timeout)
+
+
+def cmd_grade(args) -> int:
+    print(_grade(args).model_dump_json(indent=2))
+    return 0
+
+
+def cmd_check(args) -> int:
+    from rich.console import Console
+
+    from .report import print_check
+
+    console = Console(stderr=True)
+    with console.status("Running your notebook..."):
+        result = _grade(args)
+    print_check(result, Console())
+    return 0 if result.score == result.max_score else 1
+
+
+def cmd_batch(args) -> int:
+    from rich.console import Console
+
+    from .assignment import load_assignment
+    from .batch import SUMMARY_FILE, GRADEBOOK_FILE, grade_batch
+    from .report import batch_table
+
+    assignment = load_assignment(args.assignment)
+    err = Console(stderr=True)
+
+    def progress(path: Path, result) -> None:
+        err.print(f"graded {path.name}: {result.score:g}/{result.max_score:g} ({result.status})", highlight=False, markup=False)
+
+    summary = grade_batch(args.submissions, assignment, args.out, executor=_executor(args),
+                          cell_timeout=args.cell_timeout, notebook_timeout=args.notebook_timeout, on_result=progress)
+    Console().print(batch_table(summary.results, assignment.spec.max_score, summary.seconds))
+    print(f"Results: {args.out}/<submission>.json, {args.out / SUMMARY_FILE}, {args.out / GRADEBOOK_FILE}")
+    if summary.missing:
+        print(f"grader: error: no readable result for {', '.join(summary.missing)}", file=sys.stderr)
+        return 3
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from .assignment import load_assignment
+    from .execute import KernelExecutor
+    from .grade import grade
+    from .references import load_references
+
+    assignment = load_assignment(args.assignment)
+    references = load_references(assignment)
+    executor = KernelExecutor()
+    solution = grade(assignment.solution_path, assignment, executor=executor, references=references)
+    template = grade(assignment.template_path, assignment, executor=executor, references=references)
+    ok_solution = solution.score == solution.max_score
+    ok_template = template.score == 0 and template.status == "graded"
+    print(f"solution {assignment.solution_path}: {solution.score:g}/{solution.max_score:g} {'ok' if ok_solution else 'FAIL: must score full marks'}")
+    for t in solution.tests:
+        if t.status != "passed":
+            print(f"  {t.name}: {t.output}")
+    print(f"template {assignment.template_path}: {template.score:g}/{template.max_score:g} {'ok' if ok_template else 'FAIL: must score 0 and run'}")
+    for t in template.tests:
+        if t.status == "passed":
+            print(f"  passes without any work: {t.name}")
+    return 0 if ok_solution and ok_template else 1
+
+
+def cmd_schema(args) -> int:
+    from .result import Result
+
+    print(json.dumps(Result.model_json_schema(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

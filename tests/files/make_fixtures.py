@@ -1,0 +1,195 @@
+"""Regenerate the fixture notebooks (tests/files/conv2d/) and the bundled
+example submissions (assignments/conv2d/examples/) from the reference solution
+and the template.  Each fixture is a realistic student notebook named for what
+it shows; the tests assert its score and feedback.
+
+    .venv/bin/python tests/files/make_fixtures.py
+"""
+
+import copy
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell
+
+ROOT = Path(__file__).resolve().parents[2]
+SOLUTION = ROOT / "solutions/conv2d/conv2d.ipynb"
+TEMPLATE = ROOT / "assignments/conv2d/conv2d.ipynb"
+FIXTURES = ROOT / "tests/files/conv2d"
+EXAMPLES = ROOT / "assignments/conv2d/examples"
+
+
+def load(path):
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    return nb
+
+
+def index_of(nb, tag):
+    return next(i for i, c in enumerate(nb.cells) if tag in c.metadata.get("tags", []))
+
+
+def edit(nb, tag, old, new):
+    cell = nb.cells[index_of(nb, tag)]
+    assert old in cell.source, (tag, old)
+    cell.source = cell.source.replace(old, new)
+    return nb
+
+
+def insert_after(nb, tag, source, markdown=False):
+    cell = new_markdown_cell(source) if markdown else new_code_cell(source)
+    nb.cells.insert(index_of(nb, tag) + 1, cell)
+    return nb
+
+
+def variant(builder):
+    return builder(copy.deepcopy(load(SOLUTION)))
+
+
+def swapped_strides(nb):
+    return edit(nb, "answer:random_output", "strides=(2, 1)", "strides=(1, 2)")
+
+
+def no_same_padding(nb):
+    return edit(nb, "answer:same_output", ", padding='same'", "")
+
+
+def normalized_kernel(nb):
+    return edit(nb, "answer:average_output", "np.ones(weights[0].shape)", "np.ones(weights[0].shape) / 9")
+
+
+def lesson_literal(nb):
+    # The lesson's last model keeps its random kernel: no set_weights.
+    return edit(nb, "answer:same_output", "model.set_weights(weights)\n", "")
+
+
+def error_in_unrelated_cell(nb):
+    insert_after(nb, "answer:random_output", "# how many pixels changed?\nratio = changed_pixels / img.size")
+    return nb
+
+
+def tf_tensor_outputs(nb):
+    edit(nb, "answer:img_tensor", "img_tensor = img.reshape((1, 512, 512, 1))", "img_tensor = tf.reshape(img, (1, 512, 512, 1))")
+    edit(nb, "answer:random_output", "random_output = model.predict(img_tensor, verbose=0)", "random_output = model(img_tensor)")
+    edit(nb, "answer:average_output", "average_output = model.predict(img_tensor, verbose=0)", "average_output = model(img_tensor)")
+    edit(nb, "answer:same_output", "same_output = model.predict(img_tensor, verbose=0)", "same_output = model(img_tensor)")
+    return nb
+
+
+def deleted_tags(nb):
+    for cell in nb.cells:
+        cell.metadata.pop("tags", None)
+    return nb
+
+
+def answer_cell_turned_markdown(nb):
+    i = index_of(nb, "answer:same_output")
+    old = nb.cells[i]
+    nb.cells[i] = new_markdown_cell(old.source, metadata=old.metadata)
+    return nb
+
+
+def cells_inserted_deleted_reordered(nb):
+    # delete the introduction and the closing advice, add notes and a plot,
+    # move the exercise texts after their code
+    nb.cells = [c for c in nb.cells if not (c.cell_type == "markdown" and c.source.startswith(("# Filtering", "## Before")))]
+    insert_after(nb, "setup", "import matplotlib.pyplot as plt\nplt.imshow(img, cmap='gray')\nplt.title('original')")
+    insert_after(nb, "answer:average_output", "plt.imshow(average_output[0, :, :, 0], cmap='gray')\nplt.title('blurred')")
+    insert_after(nb, "answer:average_output", "My notes: the blur sums 9 pixels, so values go up to 9 * 255.", markdown=True)
+    markdown = [i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and c.source.startswith("## Exercise")]
+    for i in markdown:  # swap each exercise text with the code cell after it
+        nb.cells[i], nb.cells[i + 1] = nb.cells[i + 1], nb.cells[i]
+    return nb
+
+
+def name_reused_later(nb):
+    # like the lesson, the student reuses names after each exercise; what was
+    # computed in the answer cell is what counts
+    insert_after(nb, "answer:average_output", "average_output = None  # free memory\nrandom_output = average_output")
+    return nb
+
+
+def magics_and_plots(nb):
+    insert_after(nb, "setup", "%matplotlib inline\nimport matplotlib.pyplot as plt\n!echo checking the image\nplt.imshow(img, cmap='gray')\nplt.show()")
+    edit(nb, "answer:average_output", "average_output = model.predict", "%time average_output = model.predict")
+    insert_after(nb, "answer:same_output", "fig, axes = plt.subplots(1, 2)\naxes[0].imshow(img, cmap='gray')\naxes[1].imshow(same_output[0, :, :, 0], cmap='gray')\nplt.show()")
+    return nb
+
+
+def channels_first(nb):
+    return edit(nb, "answer:img_tensor", "img.reshape((1, 512, 512, 1))", "img.reshape((1, 1, 512, 512))")
+
+
+def infinite_loop_in_extra_cell(nb):
+    insert_after(nb, "answer:random_output", "# waiting for the model to converge...\nwhile True:\n    pass")
+    return nb
+
+
+def kernel_dies_midway(nb):
+    insert_after(nb, "answer:random_output", "import os\nos._exit(1)")
+    return nb
+
+
+def pixels_scaled(nb):
+    edit(nb, "answer:img_tensor", "img.reshape((1, 512, 512, 1))", "img.reshape((1, 512, 512, 1)) / 255")
+    return nb
+
+
+FIXTURE_BUILDERS = {
+    "correct": lambda nb: nb,
+    "swapped_strides": swapped_strides,
+    "no_same_padding": no_same_padding,
+    "normalized_kernel": normalized_kernel,
+    "lesson_literal_random_kernel": lesson_literal,
+    "error_in_unrelated_cell": error_in_unrelated_cell,
+    "tf_tensor_outputs": tf_tensor_outputs,
+    "deleted_tags": deleted_tags,
+    "answer_cell_turned_markdown": answer_cell_turned_markdown,
+    "cells_inserted_deleted_reordered": cells_inserted_deleted_reordered,
+    "name_reused_later": name_reused_later,
+    "magics_and_plots": magics_and_plots,
+    "channels_first_reshape": channels_first,
+    "pixels_scaled": pixels_scaled,
+    "infinite_loop_in_extra_cell": infinite_loop_in_extra_cell,
+    "kernel_dies_midway": kernel_dies_midway,
+}
+
+
+def unfinished(nb):
+    """Exercises 1-2 done, 3 started with a typo, 4 untouched."""
+    solution = load(SOLUTION)
+    for tag in ("answer:img_tensor", "answer:random_output"):
+        nb.cells[index_of(nb, tag)].source = solution.cells[index_of(solution, tag)].source
+    nb.cells[index_of(nb, "answer:average_output")].source = (
+        "weights = model.get_weights()\nweights[0] = np.ones(weight[0].shape)\nmodel.set_weights(weights)\n"
+        "average_output = model.predict(img_tensor)"
+    )
+    return nb
+
+
+EXAMPLE_BUILDERS = {
+    "alice_correct": lambda nb: nb,
+    "bob_swapped_strides": swapped_strides,
+    "carol_followed_the_lesson": lesson_literal,
+    "dan_divided_by_nine": normalized_kernel,
+}
+
+
+def main():
+    FIXTURES.mkdir(parents=True, exist_ok=True)
+    EXAMPLES.mkdir(parents=True, exist_ok=True)
+    for name, builder in FIXTURE_BUILDERS.items():
+        nbformat.write(variant(builder), FIXTURES / f"{name}.ipynb")
+    nbformat.write(load(TEMPLATE), FIXTURES / "empty_template.ipynb")
+    text = (FIXTURES / "correct.ipynb").read_text()
+    (FIXTURES / "truncated_json.ipynb").write_text(text[: len(text) // 2])
+    (FIXTURES / "not_a_notebook.ipynb").write_bytes(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>\nendobj\n")
+    for name, builder in EXAMPLE_BUILDERS.items():
+        nbformat.write(variant(builder), EXAMPLES / f"{name}.ipynb")
+    nbformat.write(unfinished(load(TEMPLATE)), EXAMPLES / "erin_unfinished.ipynb")
+
+
+if __name__ == "__main__":
+    main()
