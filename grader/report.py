@@ -36,14 +36,18 @@ def batch_table(results: dict, max_score: float, seconds: float) -> Table:
     table.add_column("submission")
     table.add_column("score", justify="right")
     table.add_column("status")
-    table.add_column("first problem", overflow="fold")
+    table.add_column("first problem (see the JSON for all feedback)", overflow="ellipsis", no_wrap=True)
     for name, r in results.items():
         if r is None:
             table.add_row(name, "-", "missing", "result file unreadable")
             continue
-        failed = next((t.name for t in r.tests if t.status == "failed"), "")
-        table.add_row(name, Text(f"{r.score:g}/{r.max_score:g}", style=_score_style(r)), r.status,
-                      r.errors[0] if r.errors and r.status != "graded" else failed)
+        failed = next((t for t in r.tests if t.status == "failed"), None)
+        problem = ""
+        if r.errors and r.status != "graded":
+            problem = r.errors[0]
+        elif failed is not None:
+            problem = f"{failed.answer}: {failed.diagnosis or failed.output.splitlines()[0].removeprefix('FAILED: ')}"
+        table.add_row(name, Text(f"{r.score:g}/{r.max_score:g}", style=_score_style(r)), r.status, problem)
     return table
 
 
