@@ -9,6 +9,8 @@ loaded, always with ``allow_pickle=False``.
 from __future__ import annotations
 
 import json
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -50,12 +52,28 @@ class BadAnswerFile(ValueError):
     pass
 
 
+def open_regular(path: Path, limit: int):
+    """Open a file the student's code may have replaced: never follow a link,
+    never block on a FIFO or device, refuse anything but a regular file of at
+    most ``limit`` bytes."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        raise BadAnswerFile(f"cannot open {path.name}: {exc.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise BadAnswerFile(f"{path.name} is not a regular file")
+    if info.st_size > limit:
+        os.close(fd)
+        raise BadAnswerFile(f"{path.name} is {info.st_size} bytes, more than the {limit} allowed")
+    return os.fdopen(fd, "rb")
+
+
 def load_npy(path: Path, max_bytes: int) -> np.ndarray:
     """Load a numeric array written by untrusted code, or raise BadAnswerFile."""
-    size = path.stat().st_size
-    if size > max_bytes + 4096:
-        raise BadAnswerFile(f"answer file is {size} bytes, more than allowed")
-    with open(path, "rb") as f:
+    with open_regular(path, max_bytes + 4096) as f:
+        size = os.fstat(f.fileno()).st_size
         try:
             version = np.lib.format.read_magic(f)
             if version == (1, 0):
@@ -68,23 +86,33 @@ def load_npy(path: Path, max_bytes: int) -> np.ndarray:
             raise BadAnswerFile(f"not a valid .npy file: {exc}") from None
         if dtype.hasobject or dtype.kind not in NUMERIC_KINDS:
             raise BadAnswerFile(f"not a numeric array (dtype {dtype})")
-        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if any(not isinstance(n, int) or n < 0 for n in shape):
+            raise BadAnswerFile(f"invalid array shape {shape}")
+        expected = dtype.itemsize
+        for n in shape:  # Python integers: no overflow
+            expected *= n
         if expected > max_bytes or size - f.tell() != expected:
             raise BadAnswerFile(f"array header (shape {shape}, dtype {dtype}) does not match the file size")
-    return np.load(path, allow_pickle=False)
+        data = f.read(expected)
+        try:
+            array = np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+        except ValueError as exc:
+            raise BadAnswerFile(f"unreadable array data: {exc}") from None
+        return array.copy()
 
 
 def _read_manifest(answers_dir: Path, point: str) -> dict[str, _ManifestEntry] | str:
     path = answers_dir / f"{point}.json"
-    if not path.is_file():
+    if not os.path.lexists(path):
         return "no capture was written"
-    if path.stat().st_size > MANIFEST_LIMIT:
-        return "the capture manifest is too large"
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        with open_regular(path, MANIFEST_LIMIT) as f:
+            raw = json.loads(f.read().decode("utf-8"))
         if not isinstance(raw, dict):
             return "the capture manifest is not an object"
         return {str(k): _ManifestEntry.model_validate(v) for k, v in raw.items()}
+    except BadAnswerFile as exc:
+        return f"the capture manifest is unusable: {exc}"
     except (ValueError, ValidationError, RecursionError) as exc:
         return f"the capture manifest is unreadable: {type(exc).__name__}"
 

@@ -16,6 +16,7 @@ import os
 import tempfile
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -26,7 +27,8 @@ from .assignment import Assignment
 from .errors import ResultsError
 from .execute import Executor, KernelExecutor
 from .grade import grade, invalid_result
-from .references import load_references
+from .notebook import file_digest
+from .references import load_references, reference_key
 from .result import Result
 
 SUMMARY_FILE = "summary.json"
@@ -65,11 +67,15 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def prepare_out(out: Path) -> None:
+    """Create the results folder, prove it writable, and drop temporary files
+    a killed run left behind (results themselves are only ever renamed in)."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
         probe.write_text("ok")
         probe.unlink()
+        for stale in out.glob(".tmp-*.part"):
+            stale.unlink()
     except OSError as exc:
         raise ResultsError(f"{out}: results folder is not writable: {exc.strerror or exc}") from None
 
@@ -79,6 +85,8 @@ class BatchSummary:
     assignment: str
     results: dict[str, Result | None] = field(default_factory=dict)  # submission file -> result (None: unreadable)
     seconds: float = 0.0
+    graded_now: int = 0  # graded in this run (the others were up to date)
+    skipped: int = 0
 
     @property
     def missing(self) -> list[str]:
@@ -91,16 +99,27 @@ def grade_batch(
     out: Path,
     *,
     executor: Executor | None = None,
+    jobs: int = 1,
+    force: bool = False,
     cell_timeout: float | None = None,
     notebook_timeout: float | None = None,
     on_result: Callable[[Path, Result], None] | None = None,
 ) -> BatchSummary:
+    """Grade what is not graded yet (all of it with ``force``), ``jobs`` at a
+    time, writing each result as soon as it is ready; then rebuild the summary.
+
+    A result is up to date when it was made from the same submission bytes
+    against the same references (solution, spec, data, library versions), so
+    re-running a batch that was killed half-way grades only what is missing."""
     start = time.monotonic()
     submissions = find_submissions(folder)
     prepare_out(out)
     executor = executor or KernelExecutor()
     references = load_references(assignment)
-    for submission in submissions:
+    key = reference_key(assignment)
+    todo = [s for s in submissions if force or not is_up_to_date(s, result_path(out, s), key)]
+
+    def grade_one(submission: Path) -> Result:
         t0 = time.monotonic()
         try:
             result = grade(submission, assignment, executor=executor, references=references,
@@ -110,11 +129,29 @@ def grade_batch(
             result = invalid_result(submission, assignment, reason, executor.name, time.monotonic() - t0, status="error")
             result.errors.append("".join(traceback.format_exception_only(exc)).strip())
         write_atomic(result_path(out, submission), result.model_dump_json(indent=2))
-        if on_result:
-            on_result(submission, result)
+        return result
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="grade") as pool:
+        futures = {pool.submit(grade_one, s): s for s in todo}
+        for future in as_completed(futures):
+            if on_result:
+                on_result(futures[future], future.result())
     summary = rebuild_summary(submissions, assignment, out)
+    summary.graded_now, summary.skipped = len(todo), len(submissions) - len(todo)
     summary.seconds = time.monotonic() - start
     return summary
+
+
+def is_up_to_date(submission: Path, result_file: Path, key: str) -> bool:
+    """A result made from these exact bytes against these references (never
+    for a grader failure, which is retried)."""
+    try:
+        result = Result.model_validate_json(result_file.read_bytes())
+        if result.status == "error" or result.assignment.reference_key != key:
+            return False
+        return submission.is_file() and not submission.is_symlink() and file_digest(submission)[0] == result.submission.sha256
+    except (OSError, ValidationError):
+        return False
 
 
 def rebuild_summary(submissions: list[Path], assignment: Assignment, out: Path) -> BatchSummary:

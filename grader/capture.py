@@ -52,7 +52,7 @@ def _capture_one(namespace, name, expression, folder, point, max_bytes):
     if array.nbytes > max_bytes:
         return {"status": "too_large", "type": type_name, "detail": f"is {array.nbytes} bytes, more than the {max_bytes} allowed"}
     filename = f"{point}--{name}.npy"
-    np.save(os.path.join(folder, filename), np.ascontiguousarray(array), allow_pickle=False)
+    np.save(os.path.join(folder, filename), array, allow_pickle=False)  # keeps 0-d scalars 0-d
     return {"status": "ok", "type": type_name, "file": filename}
 
 

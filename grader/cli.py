@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -54,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("submissions", type=Path, metavar="SUBMISSIONS_DIR")
     p.add_argument("--assignment", "-a", required=True, help="assignment name or folder")
     p.add_argument("--out", "-o", type=Path, required=True, metavar="RESULTS_DIR")
+    p.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1, metavar="N",
+                   help="submissions graded at a time (default: the number of cores)")
+    p.add_argument("--force", action="store_true",
+                   help="regrade everything (default: keep results already made from the same submission and references)")
     execution_options(p)
 
     p = add("check", cmd_check, "Check your notebook before you submit: same scores, readable feedback.")
@@ -122,18 +127,18 @@ def cmd_batch(args) -> int:
     from rich.console import Console
 
     from .assignment import load_assignment
-    from .batch import SUMMARY_FILE, GRADEBOOK_FILE, grade_batch
-    from .report import batch_table
+    from .batch import GRADEBOOK_FILE, SUMMARY_FILE, find_submissions, grade_batch
+    from .report import batch_progress, batch_table, batch_totals
 
     assignment = load_assignment(args.assignment)
-    err = Console(stderr=True)
-
-    def progress(path: Path, result) -> None:
-        err.print(f"graded {path.name}: {result.score:g}/{result.max_score:g} ({result.status})", highlight=False, markup=False)
-
-    summary = grade_batch(args.submissions, assignment, args.out, executor=_executor(args),
-                          cell_timeout=args.cell_timeout, notebook_timeout=args.notebook_timeout, on_result=progress)
-    Console().print(batch_table(summary.results, assignment.spec.max_score, summary.seconds))
+    total = len(find_submissions(args.submissions))
+    with batch_progress(Console(stderr=True), total) as on_result:
+        summary = grade_batch(args.submissions, assignment, args.out, executor=_executor(args), jobs=args.jobs,
+                              force=args.force, cell_timeout=args.cell_timeout,
+                              notebook_timeout=args.notebook_timeout, on_result=on_result)
+    console = Console()
+    console.print(batch_table(summary.results, assignment.spec.max_score, summary.seconds))
+    console.print(batch_totals(summary, assignment.spec.max_score), highlight=False)
     print(f"Results: {args.out}/<submission>.json, {args.out / SUMMARY_FILE}, {args.out / GRADEBOOK_FILE}")
     if summary.missing:
         print(f"grader: error: no readable result for {', '.join(summary.missing)}", file=sys.stderr)

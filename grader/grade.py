@@ -20,7 +20,7 @@ from .check import run_checks, score
 from .errors import InvalidSubmission
 from .execute import Executor, ExecutionRecord, KernelExecutor, prepare_workdir
 from .notebook import ExecutionPlan, file_digest, plan_execution, read_submission
-from .references import load_references
+from .references import load_references, reference_key
 from .result import AssignmentInfo, CellReport, Result, SubmissionInfo, TestResult, Timings
 from .versions import current_versions
 
@@ -115,7 +115,8 @@ def invalid_result(path: Path, assignment: Assignment, reason: str, executor: st
     """Score 0 with the reason, every check failed with it: the result a file
     that cannot be graded gets."""
     try:
-        sha256, size = file_digest(path)
+        # never follow a link: it may point at a file the student must not see
+        sha256, size = (None, None) if path.is_symlink() else file_digest(path)
     except OSError:
         sha256, size = None, None
     tests = [
@@ -141,7 +142,8 @@ def invalid_result(path: Path, assignment: Assignment, reason: str, executor: st
 
 def assignment_info(assignment: Assignment) -> AssignmentInfo:
     return AssignmentInfo(name=assignment.name, title=assignment.spec.title,
-                          spec_version=assignment.spec.version, spec_sha256=assignment.spec_sha256())
+                          spec_version=assignment.spec.version, spec_sha256=assignment.spec_sha256(),
+                          reference_key=reference_key(assignment))
 
 
 def now_iso() -> str:

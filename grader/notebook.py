@@ -150,19 +150,21 @@ def plan_execution(
         by_cell.setdefault(spec.capture_cell(name), []).append(name)
     cells = submission.notebook.cells
     present = {t[len(ANSWER_TAG):] for c in cells for t in cell_tags(c) if t.startswith(ANSWER_TAG)}
-    inferred = {_last_assigning_cell(cells, tag): tag for tag in by_cell if tag not in present}
-    inferred.pop(None, None)
+    inferred: dict[int, list[str]] = {}  # cell index -> tags it stands in for
+    for tag in by_cell:
+        if tag not in present and (index := _last_assigning_cell(cells, tag)) is not None:
+            inferred.setdefault(index, []).append(tag)
     steps: list[Step] = []
     notices: dict[str, list[str]] = {}
     tagged: set[str] = set()
     for index, cell in enumerate(cells):
         names = [n for t in cell_tags(cell) if t.startswith(ANSWER_TAG) for n in by_cell.get(t[len(ANSWER_TAG):], [])]
-        if index in inferred:
-            names += by_cell[inferred[index]]
-            for name in by_cell[inferred[index]]:
+        for tag in inferred.get(index, []):
+            names += by_cell[tag]
+            for name in by_cell[tag]:
                 notices.setdefault(name, []).append(
-                    f"no cell is tagged '{ANSWER_TAG}{inferred[index]}'; its value was taken after cell {index + 1}, "
-                    f"the last cell that assigns {inferred[index]}"
+                    f"no cell is tagged '{ANSWER_TAG}{tag}'; its value was taken after cell {index + 1}, "
+                    f"the last cell that assigns {tag}"
                 )
         if cell.cell_type != "code":
             for name in names:

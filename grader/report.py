@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -55,3 +60,41 @@ def _score_style(result: Result) -> str:
     if result.max_score and result.score == result.max_score:
         return "bold green"
     return "bold yellow" if result.score > 0 else "bold red"
+
+
+@contextmanager
+def batch_progress(console: Console, total: int):
+    """A progress bar with an ETA on a terminal, one plain line per submission
+    otherwise (logs, CI).  Yields the callback the batch calls per result."""
+    if not console.is_terminal:
+        start = time.monotonic()
+        done = [0]
+
+        def log(path: Path, result: Result) -> None:
+            done[0] += 1
+            console.print(f"[{done[0]}/{total} {time.monotonic() - start:.1f}s] {path.name}: "
+                          f"{result.score:g}/{result.max_score:g} ({result.status})", highlight=False, markup=False)
+
+        yield log
+        return
+    columns = [TextColumn("grading"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.description}")]
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("", total=total)
+
+        def advance(path: Path, result: Result) -> None:
+            progress.update(task, advance=1, description=f"{path.name}: {result.score:g}/{result.max_score:g}")
+
+        yield advance
+
+
+def batch_totals(summary, max_score: float) -> str:
+    results = [r for r in summary.results.values() if r is not None]
+    rate = summary.graded_now / summary.seconds if summary.seconds and summary.graded_now else 0.0
+    return (
+        f"{len(results)} results: {sum(r.score == max_score for r in results)} full marks, "
+        f"{sum(0 < r.score < max_score for r in results)} partial, {sum(r.score == 0 for r in results)} zero, "
+        f"{sum(r.status != 'graded' for r in results)} not gradable. "
+        f"Graded {summary.graded_now} now ({summary.skipped} already up to date) in {summary.seconds:.1f} s, "
+        f"{rate:.2f} notebooks/s."
+    )

@@ -57,6 +57,7 @@ class AssignmentInfo(_Model):
     title: str
     spec_version: str
     spec_sha256: str
+    reference_key: str | None = Field(None, description="identifies the reference answers (solution, spec, data, library versions) graded against")
 
 
 class Timings(_Model):

@@ -1,0 +1,608 @@
+"""The warm executor: notebooks forked from a parent that already imported TensorFlow.
+
+Importing TensorFlow takes seconds; running this course's notebooks takes a few
+hundred milliseconds.  So a long-lived parent process, the *zygote*, imports
+numpy, TensorFlow, Keras, matplotlib (Agg), IPython and matplotlib-inline once,
+runs no TensorFlow op (a forked child must not inherit an initialized runtime),
+and forks one fresh child per submission.  The child runs the cells through an
+IPython ``InteractiveShell``, so magics, shell escapes, ``display()`` and
+errors behave as in a notebook, and writes answers with :mod:`grader.capture`.
+
+Three processes, two kinds of channel, JSON messages only (no pickle):
+
+* grader <-> zygote: a ``SOCK_SEQPACKET`` socket.  The zygote is started with
+  this very Python (``python -m grader.warm FD``) so the grader itself never
+  imports TensorFlow.  Requests: fork (carrying, as ``SCM_RIGHTS``, the
+  socket the child will use) and sweep (kill and reap whatever a finished
+  submission left behind; the zygote is a child subreaper, so orphans of the
+  student's processes end up as its children).
+* grader <-> child: a stream socket, one JSON object per line, lock-step: the
+  grader sends one unit (a cell, or a capture point), the child answers with its
+  outcome.  Each outcome reaches the grader as it happens, so results survive a
+  crash; the grader watches the child with a pidfd, which tells a death even
+  when the student's own processes keep the socket open.
+
+Timeouts, interrupts and what "stopped" means follow
+:class:`grader.execute.KernelExecutor`, the reference executor.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import weakref
+from pathlib import Path
+
+from .errors import ExecutorError
+from .execute import (FINAL_POINT, CellRun, ExecutionRecord, Workdir, _tail, _whole_seconds, clean_text,
+                      point_name, student_environment)
+from .notebook import ExecutionPlan
+
+PACKAGE_PARENT = Path(__file__).resolve().parents[1]  # where ``python -m grader.warm`` finds the package
+LOG_NAME = "kernel.log"
+DIED = ("died", "DeadKernelError", "the kernel process died (crash, os._exit or killed)")
+VALUE_LIMIT = 2000  # characters of an exception's value sent back by the child
+PR_SET_CHILD_SUBREAPER = 36
+
+
+class _Closed(Exception):
+    """The other end of a channel is gone (or sent something unreadable)."""
+
+
+class _ZygoteLost(Exception):
+    """The zygote (or a child it just forked) failed: start a new one and retry."""
+
+
+# --------------------------------------------------------------------------- grader side
+
+
+class WarmExecutor:
+    """Runs each notebook in a fresh child forked from a preloaded zygote.
+
+    Same contract as :class:`~grader.execute.KernelExecutor`.  The zygote is
+    started on the first :meth:`run`, reused afterwards and restarted when it
+    died (the submission is then retried once).  Call :meth:`close`, or use the
+    executor as a context manager, to stop it."""
+
+    name = "warm"
+
+    def __init__(self, start_timeout: float = 120.0, interrupt_grace: float = 5.0):
+        self.start_timeout = start_timeout  # seconds the zygote may take to import everything
+        self.interrupt_grace = interrupt_grace  # seconds an interrupted cell has to answer
+        self._zygote: _Zygote | None = None
+        self._lock = threading.Lock()  # one submission at a time per zygote
+
+    def __enter__(self) -> WarmExecutor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._discard()
+
+    @property
+    def zygote_pid(self) -> int | None:
+        """The zygote's process id, if one is running (for tests and monitoring)."""
+        return self._zygote.process.pid if self._zygote else None
+
+    def run(self, plan: ExecutionPlan, workdir: Workdir) -> ExecutionRecord:
+        with self._lock:
+            try:
+                return self._run_once(plan, workdir)
+            except _ZygoteLost:
+                self._discard()
+                for stale in workdir.answers.iterdir():  # the retry starts from scratch
+                    stale.unlink()
+            try:
+                return self._run_once(plan, workdir)
+            except _ZygoteLost as exc:
+                self._discard()
+                raise ExecutorError(f"the warm executor failed twice on this submission: {exc}") from None
+
+    def _run_once(self, plan: ExecutionPlan, workdir: Workdir) -> ExecutionRecord:
+        if self._zygote is None or not self._zygote.alive():
+            self._discard()
+            self._zygote = _Zygote(self.start_timeout)
+        zygote = self._zygote
+        start = time.monotonic()
+        log_path = workdir.root / LOG_NAME
+        child = _Child.fork(zygote, workdir, log_path, self.start_timeout)
+        try:
+            record = self._drive(child, plan, workdir, start)
+        finally:
+            child.kill()
+            try:
+                zygote.sweep()
+            except _ZygoteLost:
+                self._discard()  # the record stands; the next run starts a new zygote
+        record.seconds = time.monotonic() - start
+        ran = {c.cell_index for c in record.cells}
+        record.cells.extend(CellRun(s.cell_index, "not_run") for s in plan.steps if s.cell_index not in ran)
+        record.log = _tail(log_path)
+        return record
+
+    def _drive(self, child: _Child, plan: ExecutionPlan, workdir: Workdir, start: float) -> ExecutionRecord:
+        """Run the units one by one with the kernel executor's timeout rules."""
+        record = ExecutionRecord(executor=self.name)
+        deadline = start + plan.notebook_timeout
+        for role, message in _units(plan, workdir):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                record.stopped = f"the notebook ran out of time ({plan.notebook_timeout:g} s for the whole notebook)"
+                break
+            t0 = time.monotonic()
+            outcome, ename, evalue = child.run(message, _whole_seconds(min(plan.cell_timeout, remaining)))
+            seconds = time.monotonic() - t0
+            if isinstance(role, int):
+                record.cells.append(CellRun(role, outcome, seconds, ename, evalue))
+            elif outcome != "ok":
+                record.capture_errors.append(f"capturing answers ({role}) failed: {ename}: {evalue}")
+            if outcome == "died":
+                record.stopped = "the kernel died"
+                break
+            if outcome == "timeout" and not child.recovers(self.interrupt_grace):
+                record.stopped = "the kernel stopped responding after a cell timed out"
+                break
+        return record
+
+    def _discard(self) -> None:
+        if self._zygote is not None:
+            self._zygote.close()
+            self._zygote = None
+
+
+def _units(plan: ExecutionPlan, workdir: Workdir):
+    """(role, message) in the order the kernel executor runs its cells: a
+    student cell (role: its index) followed, where answers are captured, by a
+    capture (role: the point's name); a final capture at the end."""
+
+    def capture(answers: dict, point: str) -> dict:
+        return {"capture": dict(answers), "folder": str(workdir.answers), "point": point,
+                "max_bytes": int(plan.max_answer_bytes)}
+
+    for step in plan.steps:
+        yield step.cell_index, {"cell": step.source}
+        if step.captures:
+            yield point_name(step.cell_index), capture(step.captures, point_name(step.cell_index))
+    yield FINAL_POINT, capture(plan.final_captures, FINAL_POINT)
+
+
+class _Zygote:
+    """The preloaded parent, seen from the grader: its process and the control
+    socket used to ask it to fork and to sweep."""
+
+    def __init__(self, start_timeout: float):
+        self.scratch = Path(tempfile.mkdtemp(prefix="grader-warm-"))
+        self.output = self.scratch / "zygote.log"
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.control = ours
+        env = student_environment(Workdir(self.scratch, self.scratch, self.scratch))
+        env["MPLBACKEND"] = "Agg"
+        try:
+            with open(self.output, "wb") as out:
+                self.process = subprocess.Popen(
+                    [sys.executable, "-m", __name__, str(theirs.fileno())], pass_fds=[theirs.fileno()],
+                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=PACKAGE_PARENT, env=env,
+                    start_new_session=True)  # a Ctrl-C at the grader's terminal is not for it
+        except OSError as exc:
+            self._cleanup()
+            raise ExecutorError(f"the warm executor's parent process could not be started: {exc}") from None
+        finally:
+            theirs.close()
+        self._finalizer = weakref.finalize(self, _stop_zygote, self.process, self.control, self.scratch)
+        try:
+            reply = self._receive(start_timeout)
+        except _ZygoteLost as exc:
+            reply = {"error": str(exc)}
+        if "ready" not in reply:
+            tail = _tail(self.output, 1500).strip()
+            self.close()
+            raise ExecutorError(f"the warm executor's parent process did not start: {reply.get('error')}"
+                                + (f"; its output ends with:\n{tail}" if tail else ""))
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def fork(self, channel: socket.socket) -> int:
+        """Ask for a child that will talk on ``channel``; its process id."""
+        try:
+            socket.send_fds(self.control, [b'{"fork": true}'], [channel.fileno()])
+        except OSError as exc:
+            raise _ZygoteLost(f"cannot reach the parent process ({exc})") from None
+        return int(self._receive(30.0)["pid"])
+
+    def sweep(self) -> None:
+        """Kill and reap every process the last submission left."""
+        try:
+            self.control.send(b'{"sweep": true}')
+        except OSError as exc:
+            raise _ZygoteLost(f"cannot reach the parent process ({exc})") from None
+        self._receive(30.0)
+
+    def _receive(self, timeout: float) -> dict:
+        ready, _, _ = select.select([self.control], [], [], timeout)
+        if not ready:
+            raise _ZygoteLost(f"the parent process did not answer within {timeout:g} s")
+        try:
+            return json.loads(self.control.recv(1 << 16))  # b"" (end of file) is not JSON either
+        except (OSError, ValueError):
+            raise _ZygoteLost(f"the parent process exited (status {self.process.poll()})") from None
+
+    def close(self) -> None:
+        self._finalizer()
+
+    def _cleanup(self) -> None:
+        self.control.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def _stop_zygote(process: subprocess.Popen, control: socket.socket, scratch: Path) -> None:
+    """Closing the control socket tells the zygote to sweep and exit; kill it if it does not."""
+    control.close()
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+class _Child:
+    """One forked child, seen from the grader: its channel, its pid, a pidfd."""
+
+    def __init__(self, pid: int, channel: _Channel):
+        self.pid = pid
+        self.channel = channel
+        try:
+            self.pidfd: int | None = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            self.pidfd = None  # no pidfds: a death is seen as the socket's end of file
+
+    @classmethod
+    def fork(cls, zygote: _Zygote, workdir: Workdir, log_path: Path, timeout: float) -> _Child:
+        """A child set up for ``workdir`` and ready for its first cell."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            pid = zygote.fork(theirs)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        ours.settimeout(30.0)  # bounds a send to a child that stopped reading
+        child = cls(pid, _Channel(ours))
+        try:
+            child.channel.send({"cwd": str(workdir.cwd), "env": student_environment(workdir), "log": str(log_path)})
+            reply = child.channel.receive(timeout, child.watch)
+        except (_Closed, OSError):
+            reply = None
+        if not reply or "ready" not in reply:
+            child.kill()
+            reason = reply.get("error") if reply else "it exited or did not answer"
+            raise _ZygoteLost(f"a forked child could not be set up: {reason}; see {log_path.name}: {_tail(log_path, 600)}")
+        return child
+
+    @property
+    def watch(self) -> list[int]:
+        return [self.pidfd] if self.pidfd is not None else []
+
+    def run(self, message: dict, limit: int) -> tuple:
+        """Send one unit, wait up to ``limit`` seconds: (status, ename, evalue)."""
+        try:
+            self.channel.send(message)
+            reply = self.channel.receive(limit, self.watch)
+        except (_Closed, OSError):
+            return DIED
+        if reply is None:
+            return "timeout", "TimeoutError", f"the cell ran longer than {limit} s and was interrupted"
+        if reply.get("status") == "ok":
+            return "ok", None, None
+        return "error", clean_text(reply.get("ename", "")), clean_text(reply.get("evalue", ""))
+
+    def recovers(self, grace: float) -> bool:
+        """Interrupt the timed-out unit (SIGINT to the process group, as
+        jupyter_client does): does the child answer within ``grace`` seconds?
+        (A loop that ignores SIGINT keeps it busy for good.)"""
+        try:
+            os.killpg(self.pid, signal.SIGINT)
+            return self.channel.receive(grace, self.watch) is not None
+        except (_Closed, OSError):
+            return False
+
+    def kill(self) -> None:
+        """Kill the child's whole process group and let go of it."""
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except OSError:
+            pass  # already gone
+        self.channel.close()
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+
+
+class _Channel:
+    """JSON messages, one per line, over a stream socket."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.buffer = b""
+
+    def send(self, message: dict) -> None:
+        self.sock.sendall(json.dumps(message).encode("ascii") + b"\n")
+
+    def receive(self, timeout: float | None = None, watch: list[int] = ()) -> dict | None:
+        """The next message, or None after ``timeout`` seconds.  Raises
+        :class:`_Closed` at end of file, or when a watched pidfd says the
+        process exited with no full message left to read."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([self.sock, *watch], [], [], left)
+            if not ready:
+                return None
+            if self.sock not in ready:
+                raise _Closed("the process exited")
+            data = self.sock.recv(1 << 16)
+            if not data:
+                raise _Closed("end of file")
+            self.buffer += data
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        try:
+            return json.loads(line)
+        except ValueError:
+            raise _Closed("unreadable message") from None
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# --------------------------------------------------------------------------- zygote side
+
+
+def _zygote_main(fd: int) -> None:
+    """Entry point of ``python -m grader.warm FD``: preload, then serve fork
+    and sweep requests until the grader closes the socket."""
+    control = socket.socket(fileno=fd)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        _preload()
+        _become_subreaper()
+    except BaseException as exc:
+        traceback.print_exc()
+        control.send(json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode())
+        return
+    control.send(json.dumps({"ready": os.getpid()}).encode())
+    _serve(control)
+
+
+def _preload() -> None:
+    """Import what the notebooks import, and run nothing: no TensorFlow op may
+    run before forking (its runtime and thread pools do not survive a fork)."""
+    import gc
+
+    import matplotlib
+    import numpy  # noqa: F401
+
+    matplotlib.use("Agg")
+    import keras  # noqa: F401
+    import keras.layers  # noqa: F401
+    import keras.models  # noqa: F401
+    import matplotlib.pyplot  # noqa: F401
+    import matplotlib_inline.backend_inline  # noqa: F401
+    import tensorflow  # noqa: F401
+    import traitlets.config  # noqa: F401
+    from IPython.core import interactiveshell  # noqa: F401
+
+    from . import capture  # noqa: F401
+
+    gc.collect()
+    gc.freeze()  # children do not copy pages just to scan the preloaded objects
+
+
+def _become_subreaper() -> None:
+    """Orphans of the student's processes are re-parented to the zygote, which
+    kills and reaps them in :func:`_sweep` (Linux only; harmless elsewhere)."""
+    try:
+        ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _serve(control: socket.socket) -> None:
+    while True:
+        try:
+            data, fds, _, _ = socket.recv_fds(control, 1 << 16, 4)
+        except OSError:
+            break
+        if not data:
+            break
+        request = json.loads(data)
+        if request.get("fork") and len(fds) == 1:
+            reply = {"pid": _fork_child(control, fds[0])}
+        else:
+            for fd in fds:
+                os.close(fd)
+            reply = {"swept": _sweep()}
+        control.send(json.dumps(reply).encode())
+    _sweep()
+
+
+def _fork_child(control: socket.socket, fd: int) -> int:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        status = 0
+        try:
+            control.close()
+            _child_main(fd)
+        except BaseException:
+            traceback.print_exc()
+            status = 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status)  # never return into the zygote's loop
+    os.close(fd)
+    return pid
+
+
+def _sweep(timeout: float = 10.0) -> int:
+    """Kill and reap every child of the zygote (the finished submission, and
+    whatever its processes left behind) until there are none; how many."""
+    killed = 0
+    deadline = time.monotonic() + timeout
+    while (children := _children(os.getpid())) and time.monotonic() < deadline:
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        killed += len(children)
+        time.sleep(0.002)
+        _reap()
+    _reap()
+    return killed
+
+
+def _reap() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _children(parent: int) -> list[int]:
+    """Process ids whose parent is ``parent``, from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == parent:
+            found.append(int(entry))
+    return found
+
+
+# --------------------------------------------------------------------------- child side
+
+_interruptible = False  # SIGINT raises KeyboardInterrupt only while a unit runs
+
+
+def _on_sigint(signum, frame):
+    __tracebackhide__ = True  # IPython leaves this frame out of the student's traceback
+    if _interruptible:
+        raise KeyboardInterrupt
+
+
+def _child_main(fd: int) -> None:
+    """A fresh submission's process: own session, the workdir, the student's
+    environment, stdout and stderr to the log; then one unit per message."""
+    os.setsid()
+    signal.signal(signal.SIGINT, _on_sigint)
+    channel = _Channel(socket.socket(fileno=fd))
+    setup = channel.receive()
+    _redirect_output(setup["log"])
+    os.chdir(setup["cwd"])
+    os.environ.clear()
+    os.environ.update(setup["env"])
+    sys.path[0] = ""  # as in a kernel: the working directory, not the zygote's
+    shell = _make_shell()
+    channel.send({"ready": os.getpid()})
+    pid = os.getpid()
+    while True:
+        try:
+            message = channel.receive()
+        except _Closed:
+            return
+        reply = _run_unit(shell, message)
+        if os.getpid() != pid:
+            os._exit(0)  # a process the student forked must not answer for us
+        sys.stdout.flush()
+        sys.stderr.flush()
+        channel.send(reply)
+
+
+def _redirect_output(path: str) -> None:
+    log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(null)
+    os.close(log)
+
+
+def _make_shell():
+    """An IPython shell as a notebook has it: history in memory, no colours,
+    matplotlib's inline backend active (ipykernel's default)."""
+    from IPython.core.error import UsageError
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    class NotebookShell(InteractiveShell):
+        def enable_gui(self, gui=None):
+            # The bare shell refuses every GUI, even none; inline needs none.
+            if gui not in (None, "inline"):
+                raise UsageError(f"the {gui!r} GUI event loop is not available when grading; use %matplotlib inline")
+
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"
+    config.InteractiveShell.colors = "nocolor"
+    shell = NotebookShell.instance(config=config)
+    shell.enable_matplotlib("inline")
+    return shell
+
+
+def _run_unit(shell, message: dict) -> dict:
+    """Run a cell, or capture answers; the outcome as a message."""
+    global _interruptible
+    error = None
+    try:
+        _interruptible = True
+        if "cell" in message:
+            result = shell.run_cell(message["cell"], store_history=True)
+            error = result.error_before_exec or result.error_in_exec
+        else:
+            from .capture import capture
+
+            capture(shell.user_ns, message["capture"], message["folder"], message["point"], message["max_bytes"])
+    except BaseException as exc:  # an interrupt during a capture, or IPython itself failing
+        error = exc
+    finally:
+        _interruptible = False
+    if error is None:
+        return {"status": "ok"}
+    return {"status": "error", "ename": type(error).__name__, "evalue": _safe_str(error)[:VALUE_LIMIT]}
+
+
+def _safe_str(value) -> str:
+    try:
+        return str(value)
+    except BaseException:
+        return f"<{type(value).__name__} whose str() failed>"
+
+
+if __name__ == "__main__":
+    _zygote_main(int(sys.argv[1]))
