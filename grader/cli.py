@@ -137,8 +137,10 @@ def cmd_batch(args) -> int:
                               force=args.force, cell_timeout=args.cell_timeout,
                               notebook_timeout=args.notebook_timeout, on_result=on_result)
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=140)  # logs and pipes: no terminal width to fit
     console.print(batch_table(summary.results, assignment.spec.max_score, summary.seconds))
-    console.print(batch_totals(summary, assignment.spec.max_score), highlight=False)
+    print(batch_totals(summary, assignment.spec.max_score))
     print(f"Results: {args.out}/<submission>.json, {args.out / SUMMARY_FILE}, {args.out / GRADEBOOK_FILE}")
     if summary.missing:
         print(f"grader: error: no readable result for {', '.join(summary.missing)}", file=sys.stderr)

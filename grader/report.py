@@ -38,10 +38,10 @@ def print_check(result: Result, console: Console) -> None:
 
 def batch_table(results: dict, max_score: float, seconds: float) -> Table:
     table = Table(title=f"Graded {len(results)} submission(s) in {seconds:.1f} s")
-    table.add_column("submission")
-    table.add_column("score", justify="right")
-    table.add_column("status")
-    table.add_column("first problem (see the JSON for all feedback)", overflow="ellipsis", no_wrap=True)
+    table.add_column("submission", overflow="fold")
+    table.add_column("score", justify="right", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("first problem (the JSON has all feedback)", overflow="ellipsis", no_wrap=True, max_width=60)
     for name, r in results.items():
         if r is None:
             table.add_row(name, "-", "missing", "result file unreadable")

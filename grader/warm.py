@@ -71,9 +71,10 @@ class WarmExecutor:
     """Runs each notebook in a fresh child forked from a preloaded zygote.
 
     Same contract as :class:`~grader.execute.KernelExecutor`.  The zygote is
-    started on the first :meth:`run`, reused afterwards and restarted when it
-    died (the submission is then retried once).  Call :meth:`close`, or use the
-    executor as a context manager, to stop it."""
+    started on the first :meth:`run`, shared by every later run (several may
+    run at a time, from threads) and restarted when it died; the submission
+    is then retried once.  Call :meth:`close`, or use the executor as a
+    context manager, to stop it."""
 
     name = "warm"
 
@@ -81,7 +82,7 @@ class WarmExecutor:
         self.start_timeout = start_timeout  # seconds the zygote may take to import everything
         self.interrupt_grace = interrupt_grace  # seconds an interrupted cell has to answer
         self._zygote: _Zygote | None = None
-        self._lock = threading.Lock()  # one submission at a time per zygote
+        self._lock = threading.Lock()  # guards starting and replacing the zygote
 
     def __enter__(self) -> WarmExecutor:
         return self
@@ -91,43 +92,44 @@ class WarmExecutor:
 
     def close(self) -> None:
         with self._lock:
-            self._discard()
+            zygote, self._zygote = self._zygote, None
+        if zygote is not None:
+            zygote.close()
 
     @property
     def zygote_pid(self) -> int | None:
         """The zygote's process id, if one is running (for tests and monitoring)."""
-        return self._zygote.process.pid if self._zygote else None
+        zygote = self._zygote
+        return zygote.process.pid if zygote else None
 
     def run(self, plan: ExecutionPlan, workdir: Workdir) -> ExecutionRecord:
-        with self._lock:
-            try:
-                return self._run_once(plan, workdir)
-            except _ZygoteLost:
-                self._discard()
-                for stale in workdir.answers.iterdir():  # the retry starts from scratch
-                    stale.unlink()
-            try:
-                return self._run_once(plan, workdir)
-            except _ZygoteLost as exc:
-                self._discard()
-                raise ExecutorError(f"the warm executor failed twice on this submission: {exc}") from None
+        try:
+            return self._run_once(plan, workdir)
+        except _ZygoteLost:
+            for stale in workdir.answers.iterdir():  # the retry starts from scratch
+                stale.unlink()
+        try:
+            return self._run_once(plan, workdir)
+        except _ZygoteLost as exc:
+            raise ExecutorError(f"the warm executor failed twice on this submission: {exc}") from None
 
     def _run_once(self, plan: ExecutionPlan, workdir: Workdir) -> ExecutionRecord:
-        if self._zygote is None or not self._zygote.alive():
-            self._discard()
-            self._zygote = _Zygote(self.start_timeout)
-        zygote = self._zygote
+        zygote = self._current_zygote()
         start = time.monotonic()
         log_path = workdir.root / LOG_NAME
-        child = _Child.fork(zygote, workdir, log_path, self.start_timeout)
+        try:
+            child = _Child.fork(zygote, workdir, log_path, self.start_timeout)
+        except _ZygoteLost:
+            self._forget(zygote)
+            raise
         try:
             record = self._drive(child, plan, workdir, start)
         finally:
             child.kill()
             try:
-                zygote.sweep()
+                zygote.sweep(child.pid)
             except _ZygoteLost:
-                self._discard()  # the record stands; the next run starts a new zygote
+                self._forget(zygote)  # the record stands; the next run starts a new zygote
         record.seconds = time.monotonic() - start
         ran = {c.cell_index for c in record.cells}
         record.cells.extend(CellRun(s.cell_index, "not_run") for s in plan.steps if s.cell_index not in ran)
@@ -158,10 +160,22 @@ class WarmExecutor:
                 break
         return record
 
-    def _discard(self) -> None:
-        if self._zygote is not None:
-            self._zygote.close()
-            self._zygote = None
+    def _current_zygote(self) -> _Zygote:
+        """The running zygote, started (or restarted) if need be."""
+        with self._lock:
+            if self._zygote is not None and not self._zygote.alive():
+                self._zygote.close()
+                self._zygote = None
+            if self._zygote is None:
+                self._zygote = _Zygote(self.start_timeout)
+            return self._zygote
+
+    def _forget(self, zygote: _Zygote) -> None:
+        """Stop using a zygote that failed (unless another run replaced it already)."""
+        with self._lock:
+            if self._zygote is zygote:
+                self._zygote = None
+        zygote.close()
 
 
 def _units(plan: ExecutionPlan, workdir: Workdir):
@@ -189,6 +203,7 @@ class _Zygote:
         self.output = self.scratch / "zygote.log"
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.control = ours
+        self.lock = threading.Lock()
         env = student_environment(Workdir(self.scratch, self.scratch, self.scratch))
         env["MPLBACKEND"] = "Agg"
         try:
@@ -218,19 +233,19 @@ class _Zygote:
 
     def fork(self, channel: socket.socket) -> int:
         """Ask for a child that will talk on ``channel``; its process id."""
-        try:
-            socket.send_fds(self.control, [b'{"fork": true}'], [channel.fileno()])
-        except OSError as exc:
-            raise _ZygoteLost(f"cannot reach the parent process ({exc})") from None
-        return int(self._receive(30.0)["pid"])
+        return int(self._request({"fork": True}, [channel.fileno()])["pid"])
 
-    def sweep(self) -> None:
-        """Kill and reap every process the last submission left."""
-        try:
-            self.control.send(b'{"sweep": true}')
-        except OSError as exc:
-            raise _ZygoteLost(f"cannot reach the parent process ({exc})") from None
-        self._receive(30.0)
+    def sweep(self, pid: int) -> None:
+        """Kill and reap every process the submission of child ``pid`` left."""
+        self._request({"sweep": pid})
+
+    def _request(self, message: dict, fds: list[int] = ()) -> dict:
+        with self.lock:  # one request at a time: the replies come in order
+            try:
+                socket.send_fds(self.control, [json.dumps(message).encode()], list(fds))
+            except OSError as exc:
+                raise _ZygoteLost(f"cannot reach the parent process ({exc})") from None
+            return self._receive(30.0)
 
     def _receive(self, timeout: float) -> dict:
         ready, _, _ = select.select([self.control], [], [], timeout)
@@ -423,6 +438,7 @@ def _become_subreaper() -> None:
 
 
 def _serve(control: socket.socket) -> None:
+    running: set[int] = set()  # children whose submission is not finished
     while True:
         try:
             data, fds, _, _ = socket.recv_fds(control, 1 << 16, 4)
@@ -432,13 +448,16 @@ def _serve(control: socket.socket) -> None:
             break
         request = json.loads(data)
         if request.get("fork") and len(fds) == 1:
-            reply = {"pid": _fork_child(control, fds[0])}
+            pid = _fork_child(control, fds[0])
+            running.add(pid)
+            reply = {"pid": pid}
         else:
             for fd in fds:
                 os.close(fd)
-            reply = {"swept": _sweep()}
+            running.discard(request.get("sweep"))
+            reply = {"swept": _sweep(request.get("sweep"), running)}
         control.send(json.dumps(reply).encode())
-    _sweep()
+    _sweep(None, set())  # the grader is gone: nothing may outlive it
 
 
 def _fork_child(control: socket.socket, fd: int) -> int:
@@ -461,47 +480,49 @@ def _fork_child(control: socket.socket, fd: int) -> int:
     return pid
 
 
-def _sweep(timeout: float = 10.0) -> int:
-    """Kill and reap every child of the zygote (the finished submission, and
-    whatever its processes left behind) until there are none; how many."""
+def _sweep(session: int | None, running: set[int], timeout: float = 10.0) -> int:
+    """Kill and reap what a finished submission left: every process of its
+    session (the child made itself a session leader), and every child of the
+    zygote that belongs to no running submission (processes that left the
+    session and were re-parented here, the zygote being a subreaper).
+    Repeated until none is left, as killing a parent orphans its children.
+    Returns how many processes were killed."""
+    me = os.getpid()
     killed = 0
     deadline = time.monotonic() + timeout
-    while (children := _children(os.getpid())) and time.monotonic() < deadline:
-        for pid in children:
+    while time.monotonic() < deadline:
+        doomed = [(pid, ppid) for pid, ppid, sid in _processes()
+                  if (ppid == me and pid not in running) or (session is not None and sid == session)]
+        if not doomed:
+            break
+        for pid, _ in doomed:
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
-        killed += len(children)
+        killed += len(doomed)
         time.sleep(0.002)
-        _reap()
-    _reap()
+        for pid, ppid in doomed:
+            if ppid == me:
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
     return killed
 
 
-def _reap() -> None:
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
-def _children(parent: int) -> list[int]:
-    """Process ids whose parent is ``parent``, from /proc."""
+def _processes() -> list[tuple[int, int, int]]:
+    """(pid, parent pid, session id) of every process, from /proc."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
+                fields = f.read().rsplit(b")", 1)[1].split()  # state ppid pgrp session ...
+            found.append((int(entry), int(fields[1]), int(fields[3])))
+        except (OSError, IndexError, ValueError):
             continue
-        if int(fields[1]) == parent:
-            found.append(int(entry))
     return found
 
 
