@@ -167,3 +167,14 @@ def load_answers(plan: ExecutionPlan, record: ExecutionRecord, answers_dir: Path
         else:
             result[name] = tagged[-1]
     return result
+
+
+def save_answers(path: Path, answers: dict[str, CapturedAnswer]) -> None:
+    """Keep the captured arrays (for reports) as one compressed ``.npz``,
+    written to a temporary file and renamed into place."""
+    arrays = {name: a.value for name, a in answers.items() if a.ok}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}")
+    with open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    os.replace(tmp, path)

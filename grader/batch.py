@@ -33,6 +33,7 @@ from .result import Result
 
 SUMMARY_FILE = "summary.json"
 GRADEBOOK_FILE = "gradebook.csv"
+ANSWERS_DIR = "answers"
 
 
 def find_submissions(folder: Path) -> list[Path]:
@@ -48,6 +49,11 @@ def result_path(out: Path, submission: Path) -> Path:
     if name in (SUMMARY_FILE,) or not stem:
         name = f"{submission.name}.json"  # never overwrite the summary
     return out / name
+
+
+def answers_path(out: Path, submission: Path) -> Path:
+    """Where ``--keep-answers`` saves a submission's captured arrays."""
+    return out / ANSWERS_DIR / (result_path(out, submission).stem + ".npz")
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -101,6 +107,7 @@ def grade_batch(
     executor: Executor | None = None,
     jobs: int = 1,
     force: bool = False,
+    keep_answers: bool = False,
     cell_timeout: float | None = None,
     notebook_timeout: float | None = None,
     on_result: Callable[[Path, Result], None] | None = None,
@@ -117,13 +124,16 @@ def grade_batch(
     executor = executor or KernelExecutor()
     references = load_references(assignment)
     key = reference_key(assignment)
-    todo = [s for s in submissions if force or not is_up_to_date(s, result_path(out, s), key)]
+    todo = [s for s in submissions
+            if force or not is_up_to_date(s, result_path(out, s), key)
+            or (keep_answers and not answers_path(out, s).exists())]
 
     def grade_one(submission: Path) -> Result:
         t0 = time.monotonic()
         try:
+            kept = answers_path(out, submission) if keep_answers else None
             result = grade(submission, assignment, executor=executor, references=references,
-                           cell_timeout=cell_timeout, notebook_timeout=notebook_timeout)
+                           cell_timeout=cell_timeout, notebook_timeout=notebook_timeout, keep_answers=kept)
         except Exception as exc:  # a bug or machine problem on this submission must not stop the batch
             reason = f"the grader failed on this submission ({type(exc).__name__}: {exc}); it was not graded"
             result = invalid_result(submission, assignment, reason, executor.name, time.monotonic() - t0, status="error")

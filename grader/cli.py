@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="submissions graded at a time (default: the number of cores)")
     p.add_argument("--force", action="store_true",
                    help="regrade everything (default: keep results already made from the same submission and references)")
+    p.add_argument("--keep-answers", action="store_true",
+                   help="also save each submission's captured arrays to RESULTS_DIR/answers/<stem>.npz (for `grader report`)")
     execution_options(p)
 
     p = add("check", cmd_check, "Check your notebook before you submit: same scores, readable feedback.")
@@ -134,7 +136,7 @@ def cmd_batch(args) -> int:
     total = len(find_submissions(args.submissions))
     with batch_progress(Console(stderr=True), total) as on_result:
         summary = grade_batch(args.submissions, assignment, args.out, executor=_executor(args), jobs=args.jobs,
-                              force=args.force, cell_timeout=args.cell_timeout,
+                              force=args.force, keep_answers=args.keep_answers, cell_timeout=args.cell_timeout,
                               notebook_timeout=args.notebook_timeout, on_result=on_result)
     console = Console()
     if not console.is_terminal:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .answers import load_answers
+from .answers import load_answers, save_answers
 from .assignment import Assignment, load_assignment
 from .check import run_checks, score
 from .errors import InvalidSubmission
@@ -40,9 +40,11 @@ def grade(
     references: dict[str, np.ndarray] | None = None,
     cell_timeout: float | None = None,
     notebook_timeout: float | None = None,
+    keep_answers: Path | None = None,
 ) -> Result:
     """Grade one notebook file against an assignment (a name, a folder, or a
-    loaded :class:`Assignment`)."""
+    loaded :class:`Assignment`).  ``keep_answers``: where to save the captured
+    arrays as ``.npz`` (for reports)."""
     start = time.monotonic()
     if not isinstance(assignment, Assignment):
         assignment = load_assignment(assignment)
@@ -59,6 +61,8 @@ def grade(
         workdir = prepare_workdir(plan, Path(tmp))
         record = executor.run(plan, workdir)
         answers = load_answers(plan, record, workdir.answers)
+    if keep_answers is not None:
+        save_answers(Path(keep_answers), answers)
     executed = time.monotonic()
     tests = run_checks(assignment.spec, answers, references, answer_notes(plan, record), assignment.folder)
     checked = time.monotonic()

@@ -5,6 +5,7 @@ import csv
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 import grader.batch as batch
@@ -25,7 +26,7 @@ def graded_folder(tmp_path_factory, references):
         shutil.copy(FIXTURES / f"{name}.ipynb", subs / f"{name}.ipynb")
     shutil.copy(FIXTURES / "correct.ipynb", subs / "summary.ipynb")  # a name that collides with the summary
     (subs / "notes.txt").write_text("not a submission")
-    code = main(["batch", str(subs), "--assignment", "conv2d", "--out", str(root / "results")])
+    code = main(["batch", str(subs), "--assignment", "conv2d", "--out", str(root / "results"), "--keep-answers"])
     return code, root / "results"
 
 
@@ -33,7 +34,7 @@ def test_every_submission_gets_a_result_and_exit_0(graded_folder):
     code, out = graded_folder
     assert code == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted([f"{n}.json" for n in MIXED] + ["summary.ipynb.json", "summary.json", "gradebook.csv"])
+    assert names == sorted([f"{n}.json" for n in MIXED] + ["summary.ipynb.json", "summary.json", "gradebook.csv", "answers"])
     scores = {n: Result.model_validate_json((out / f"{n}.json").read_text()).score for n in MIXED}
     assert scores == {"correct": 10, "swapped_strides": 5, "truncated_json": 0, "not_a_notebook": 0}
 
@@ -92,3 +93,15 @@ def test_writes_are_atomic_and_leave_no_partial_files(tmp_path):
             batch.write_atomic(target, "second")
     assert target.read_text() == "first"  # the old result survives a failed write
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_keep_answers_saves_the_captured_arrays(graded_folder, references):
+    _, out = graded_folder
+    kept = sorted(p.name for p in (out / "answers").iterdir())
+    # unreadable files have no answers; the rest have one archive each
+    assert kept == ["correct.npz", "summary.ipynb.npz", "swapped_strides.npz"]
+    with np.load(out / "answers" / "correct.npz", allow_pickle=False) as arrays:
+        np.testing.assert_array_equal(arrays["same_output"], references["same_output"])
+        assert arrays["random_kernel"].shape == (3, 3, 1, 1)
+    with np.load(out / "answers" / "swapped_strides.npz", allow_pickle=False) as arrays:
+        assert arrays["random_output"].shape == (1, 510, 255, 1)
