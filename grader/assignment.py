@@ -39,6 +39,10 @@ class Assignment:
     def data_files(self) -> list[Path]:
         return [self.folder / d for d in self.spec.data]
 
+    @property
+    def computation_files(self) -> list[Path]:
+        return [self.folder / f for f in self.spec.computation_files()]
+
     def spec_sha256(self) -> str:
         return hashlib.sha256(self.spec_path.read_bytes()).hexdigest()
 
@@ -84,7 +88,7 @@ def load_assignment(name_or_path: str | Path, root: Path | str | None = None) ->
         spec=spec,
         solution_path=solutions / folder.name / spec.solution,
     )
-    for path in [assignment.template_path, *assignment.data_files]:
+    for path in [assignment.template_path, *assignment.data_files, *assignment.computation_files]:
         if not path.is_file():
             raise SpecError(f"{spec_path}: file named in the spec is missing: {path}")
     return assignment

@@ -37,7 +37,7 @@ def reference_key(assignment: Assignment) -> str:
     h = hashlib.sha256(f"grader-references-{CACHE_FORMAT}\n".encode())
     if not assignment.solution_path.is_file():
         raise SolutionError(f"reference solution not found: {assignment.solution_path}")
-    for path in [assignment.solution_path, assignment.spec_path, *assignment.data_files]:
+    for path in [assignment.solution_path, assignment.spec_path, *assignment.data_files, *assignment.computation_files]:
         h.update(path.name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
     h.update(current_versions().model_dump_json(exclude={"grader"}).encode())
     return h.hexdigest()

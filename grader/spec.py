@@ -164,6 +164,12 @@ class Spec(_Strict):
             raise ValueError(f"check names must be unique; repeated: {duplicates}")
         return self
 
+    def computation_files(self) -> list[str]:
+        """Paths named as ``file:<path>`` in computations: grader-side data
+        (not copied to the student unless also listed in ``data``)."""
+        return sorted({src[len(FILE_PREFIX):] for c in self.checks for src in _sources(c.compute)
+                       if isinstance(src, str) and src.startswith(FILE_PREFIX)})
+
     @property
     def max_score(self) -> float:
         return float(sum(c.points for c in self.checks))

@@ -68,3 +68,23 @@ def test_missing_solution_is_refused(assignment_copy):
     a.solution_path.unlink()
     with pytest.raises(SolutionError, match="reference solution not found"):
         load_references(a)
+
+
+def test_key_covers_files_named_only_in_computations(assignment_copy):
+    folder = assignment_copy / "assignments/edges"
+    spec = folder / "assignment.toml"
+    spec.write_text(spec.read_text().replace(', "data/sobel_x.npy"', ""))  # grader-only now
+    a = load_assignment(folder)
+    assert [p.name for p in a.data_files] == ["ascent.npy"]
+    assert [p.name for p in a.computation_files] == ["ascent.npy", "sobel_x.npy"]
+    before = reference_key(a)
+    np.save(folder / "data/sobel_x.npy", -np.load(folder / "data/sobel_x.npy"))
+    assert reference_key(a) != before
+
+
+def test_missing_computation_file_is_a_spec_error(assignment_copy):
+    from grader.errors import SpecError
+
+    (assignment_copy / "assignments/edges/data/sobel_x.npy").unlink()
+    with pytest.raises(SpecError, match="file named in the spec is missing: .*sobel_x.npy"):
+        load_assignment(assignment_copy / "assignments/edges")
