@@ -19,7 +19,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from pydantic import ValidationError
 
@@ -110,10 +110,12 @@ def grade_batch(
     keep_answers: bool = False,
     cell_timeout: float | None = None,
     notebook_timeout: float | None = None,
+    scheduler: str | None = None,
     on_result: Callable[[Path, Result], None] | None = None,
 ) -> BatchSummary:
     """Grade what is not graded yet (all of it with ``force``), ``jobs`` at a
-    time, writing each result as soon as it is ready; then rebuild the summary.
+    time (or on the Dask cluster at ``scheduler``), writing each result as soon
+    as it is ready; then rebuild the summary.
 
     A result is up to date when it was made from the same submission bytes
     against the same references (solution, spec, data, library versions), so
@@ -124,40 +126,56 @@ def grade_batch(
     executor = executor or KernelExecutor()
     references = load_references(assignment)
     key = reference_key(assignment)
-    todo = [s for s in submissions
-            if force or not is_up_to_date(s, result_path(out, s), key)
-            or (keep_answers and not answers_path(out, s).exists())]
+    todo = [s for s in submissions if force or not is_up_to_date(s, result_path(out, s), key, keep_answers and answers_path(out, s))]
+    options = dict(cell_timeout=cell_timeout, notebook_timeout=notebook_timeout)
+    if scheduler:
+        from .distributed import grade_on_cluster
 
-    def grade_one(submission: Path) -> Result:
-        t0 = time.monotonic()
-        try:
-            kept = answers_path(out, submission) if keep_answers else None
-            result = grade(submission, assignment, executor=executor, references=references,
-                           cell_timeout=cell_timeout, notebook_timeout=notebook_timeout, keep_answers=kept)
-        except Exception as exc:  # a bug or machine problem on this submission must not stop the batch
-            reason = f"the grader failed on this submission ({type(exc).__name__}: {exc}); it was not graded"
-            result = invalid_result(submission, assignment, reason, executor.name, time.monotonic() - t0, status="error")
-            result.errors.append("".join(traceback.format_exception_only(exc)).strip())
+        finished = grade_on_cluster(scheduler, todo, assignment, executor.name, options,
+                                    {s: answers_path(out, s) for s in todo} if keep_answers else None)
+    else:
+        finished = _grade_locally(todo, assignment, executor, references, max(1, jobs), options,
+                                  (lambda s: answers_path(out, s)) if keep_answers else (lambda s: None))
+    for submission, result in finished:
         write_atomic(result_path(out, submission), result.model_dump_json(indent=2))
-        return result
-
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="grade") as pool:
-        futures = {pool.submit(grade_one, s): s for s in todo}
-        for future in as_completed(futures):
-            if on_result:
-                on_result(futures[future], future.result())
+        if on_result:
+            on_result(submission, result)
     summary = rebuild_summary(submissions, assignment, out)
     summary.graded_now, summary.skipped = len(todo), len(submissions) - len(todo)
     summary.seconds = time.monotonic() - start
     return summary
 
 
-def is_up_to_date(submission: Path, result_file: Path, key: str) -> bool:
+def _grade_locally(todo, assignment, executor, references, jobs, options, kept_at) -> Iterator[tuple[Path, Result]]:
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="grade") as pool:
+        futures = {pool.submit(grade_safely, s, assignment, executor, references, keep_answers=kept_at(s), **options): s
+                   for s in todo}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+
+def grade_safely(submission: Path, assignment: Assignment, executor: Executor, references, **options) -> Result:
+    """:func:`grade`, except that a failure of the grader itself on this
+    submission becomes this submission's result (status ``error``)."""
+    t0 = time.monotonic()
+    try:
+        return grade(submission, assignment, executor=executor, references=references, **options)
+    except Exception as exc:  # a bug or machine problem on this submission must not stop the batch
+        reason = f"the grader failed on this submission ({type(exc).__name__}: {exc}); it was not graded"
+        result = invalid_result(submission, assignment, reason, executor.name, time.monotonic() - t0, status="error")
+        result.errors.append("".join(traceback.format_exception_only(exc)).strip())
+        return result
+
+
+def is_up_to_date(submission: Path, result_file: Path, key: str, answers_file: Path | None = None) -> bool:
     """A result made from these exact bytes against these references (never
-    for a grader failure, which is retried)."""
+    for a grader failure, which is retried), with its kept answers if asked
+    (a notebook that could not be read has none to keep)."""
     try:
         result = Result.model_validate_json(result_file.read_bytes())
         if result.status == "error" or result.assignment.reference_key != key:
+            return False
+        if answers_file and result.status == "graded" and not answers_file.exists():
             return False
         return submission.is_file() and not submission.is_symlink() and file_digest(submission)[0] == result.submission.sha256
     except (OSError, ValidationError):

@@ -12,11 +12,12 @@ import argparse
 import json
 import os
 import sys
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import GraderError
 
-EXECUTORS = ("kernel",)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     def execution_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--executor", choices=EXECUTORS, default="kernel", help="how notebooks are run (default: kernel, a fresh Jupyter kernel per notebook)")
+        p.add_argument("--executor", choices=("warm", "kernel"), default="warm",
+                       help="warm (default): each notebook in a fresh process forked from a parent that already imported "
+                            "TensorFlow; kernel: a fresh Jupyter kernel per notebook (the reference, slower)")
         p.add_argument("--cell-timeout", type=float, metavar="SECONDS", help="seconds one cell may run (default: the spec's, 60)")
         p.add_argument("--notebook-timeout", type=float, metavar="SECONDS", help="seconds the whole notebook may run (default: the spec's, 300)")
 
@@ -59,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="submissions graded at a time (default: the number of cores)")
     p.add_argument("--force", action="store_true",
                    help="regrade everything (default: keep results already made from the same submission and references)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="grade on a Dask cluster (e.g. tcp://HOST:8786) instead of this machine; results are written here")
     p.add_argument("--keep-answers", action="store_true",
                    help="also save each submission's captured arrays to RESULTS_DIR/answers/<stem>.npz (for `grader report`)")
     execution_options(p)
@@ -66,7 +71,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("check", cmd_check, "Check your notebook before you submit: same scores, readable feedback.")
     p.add_argument("notebook", type=Path)
     p.add_argument("--assignment", "-a", help="assignment name or folder (default: from the notebook's metadata)")
+    p.add_argument("--html", type=Path, metavar="FILE", help="where to write the HTML feedback page (default: NOTEBOOK's folder, <stem>.feedback.html)")
+    p.add_argument("--no-html", action="store_true", help="do not write the HTML feedback page")
     execution_options(p)
+
+    p = add("report", cmd_report, "Write HTML feedback: a page per submission (verdicts, hints, pictures) and a class page.")
+    p.add_argument("results", type=Path, metavar="RESULTS_DIR")
+    p.add_argument("--assignment", "-a", required=True, help="assignment name or folder")
+    p.add_argument("--out", "-o", type=Path, required=True, metavar="REPORT_DIR")
+
+    p = add("gradescope", cmd_gradescope, "Build a Gradescope autograder bundle (setup.sh, run_autograder, grader, prebuilt references).")
+    p.add_argument("assignment", help="assignment name or folder")
+    p.add_argument("--out", "-o", type=Path, required=True, metavar="ZIP")
+    p.add_argument("--hide", action="append", default=[], metavar="CHECK_NAME",
+                   help="a check whose result students do not see (repeatable)")
+    p.add_argument("--visibility", default="visible", choices=("visible", "hidden", "after_due_date", "after_published"),
+                   help="Gradescope visibility of the results (default: visible)")
 
     p = add("validate", cmd_validate, "Check an assignment: the solution scores full marks and the untouched template scores 0.")
     p.add_argument("assignment", help="assignment name or folder")
@@ -75,10 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextmanager
 def _executor(args):
-    from .execute import KernelExecutor
+    """The chosen executor, closed (its warm parent stopped) when done."""
+    from .execute import make_executor
 
-    return KernelExecutor()
+    executor = make_executor(args.executor)
+    try:
+        yield executor
+    finally:
+        close = getattr(executor, "close", None)
+        if close is not None:
+            close()
 
 
 def _assignment_for(notebook: Path, name: str | None):
@@ -100,12 +128,13 @@ def _assignment_for(notebook: Path, name: str | None):
     raise GraderError(f"{notebook.name}: cannot tell which assignment this is; pass --assignment (known: {', '.join(known) or 'none'})")
 
 
-def _grade(args):
+def _grade(args, assignment=None, keep_answers=None):
     from .grade import grade
 
-    assignment = _assignment_for(args.notebook, args.assignment)
-    return grade(args.notebook, assignment, executor=_executor(args),
-                 cell_timeout=args.cell_timeout, notebook_timeout=args.notebook_timeout)
+    assignment = assignment or _assignment_for(args.notebook, args.assignment)
+    with _executor(args) as executor:
+        return grade(args.notebook, assignment, executor=executor, keep_answers=keep_answers,
+                     cell_timeout=args.cell_timeout, notebook_timeout=args.notebook_timeout)
 
 
 def cmd_grade(args) -> int:
@@ -118,11 +147,30 @@ def cmd_check(args) -> int:
 
     from .report import print_check
 
+    assignment = _assignment_for(args.notebook, args.assignment)
     console = Console(stderr=True)
-    with console.status("Running your notebook..."):
-        result = _grade(args)
-    print_check(result, Console())
+    with tempfile.TemporaryDirectory(prefix="grader-check-") as tmp:
+        answers_file = Path(tmp) / "answers.npz"
+        with console.status("Running your notebook..."):
+            result = _grade(args, assignment, keep_answers=answers_file)
+        print_check(result, Console())
+        if not args.no_html:
+            html = args.html or args.notebook.with_name(args.notebook.stem + ".feedback.html")
+            try:
+                _write_feedback_page(result, assignment, answers_file, html)
+                print(f"\nFeedback with pictures: {html}")
+            except OSError as exc:
+                print(f"\n(no HTML feedback: cannot write {html}: {exc.strerror or exc})", file=sys.stderr)
     return 0 if result.score == result.max_score else 1
+
+
+def _write_feedback_page(result, assignment, answers_file: Path, html: Path) -> None:
+    from .html_report import load_answer_arrays, write_submission_report
+    from .references import load_references
+
+    answers, _ = load_answer_arrays(answers_file, int(assignment.spec.limits.max_answer_mb * 2**20),
+                                    assignment.spec.answers)
+    write_submission_report(result, answers, load_references(assignment), html, assignment=assignment)
 
 
 def cmd_batch(args) -> int:
@@ -134,10 +182,10 @@ def cmd_batch(args) -> int:
 
     assignment = load_assignment(args.assignment)
     total = len(find_submissions(args.submissions))
-    with batch_progress(Console(stderr=True), total) as on_result:
-        summary = grade_batch(args.submissions, assignment, args.out, executor=_executor(args), jobs=args.jobs,
+    with batch_progress(Console(stderr=True), total) as on_result, _executor(args) as executor:
+        summary = grade_batch(args.submissions, assignment, args.out, executor=executor, jobs=args.jobs,
                               force=args.force, keep_answers=args.keep_answers, cell_timeout=args.cell_timeout,
-                              notebook_timeout=args.notebook_timeout, on_result=on_result)
+                              notebook_timeout=args.notebook_timeout, scheduler=args.scheduler, on_result=on_result)
     console = Console()
     if not console.is_terminal:
         console = Console(width=140)  # logs and pipes: no terminal width to fit
@@ -147,6 +195,25 @@ def cmd_batch(args) -> int:
     if summary.missing:
         print(f"grader: error: no readable result for {', '.join(summary.missing)}", file=sys.stderr)
         return 3
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .assignment import load_assignment
+    from .html_report import write_report
+
+    index = write_report(args.results, args.out, load_assignment(args.assignment))
+    print(f"Class page: {index}")
+    return 0
+
+
+def cmd_gradescope(args) -> int:
+    from .assignment import load_assignment
+    from .gradescope import build_bundle
+
+    path = build_bundle(load_assignment(args.assignment), args.out, visibility=args.visibility,
+                        test_visibility={name: "hidden" for name in args.hide})
+    print(f"Gradescope autograder bundle: {path} (upload it as the assignment's autograder; see README.txt inside)")
     return 0
 
 

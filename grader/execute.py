@@ -15,6 +15,8 @@ what did not run fails: a hung or dead kernel never passes a check.
 
 from __future__ import annotations
 
+import itertools
+import json
 import math
 import os
 import re
@@ -26,9 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
+from . import sandbox
 from .capture import call_source, loader_source
 from .errors import ExecutorError
 from .notebook import ExecutionPlan
+from .sandbox import Policy, student_uid
 
 CellStatus = Literal["ok", "error", "timeout", "died", "not_run"]
 FINAL_POINT = "end"
@@ -72,6 +76,7 @@ class CellRun:
 @dataclass
 class ExecutionRecord:
     executor: str
+    isolation: str = "none"
     cells: list[CellRun] = field(default_factory=list)
     seconds: float = 0.0
     stopped: str | None = None  # why execution ended before the last cell, if it did
@@ -81,8 +86,24 @@ class ExecutionRecord:
 
 class Executor(Protocol):
     name: str
+    policy: Policy | None  # the sandbox for the student's process; None: no isolation
 
     def run(self, plan: ExecutionPlan, workdir: Workdir) -> ExecutionRecord: ...
+
+
+EXECUTOR_NAMES = ("warm", "kernel")
+
+
+def make_executor(name: str, policy: Policy | None = None) -> Executor:
+    """``warm``: forked from a parent that already imported TensorFlow (fast);
+    ``kernel``: a fresh Jupyter kernel per notebook (the reference)."""
+    if name == "kernel":
+        return KernelExecutor(policy=policy)
+    if name == "warm":
+        from .warm import WarmExecutor
+
+        return WarmExecutor(policy=policy) if policy is not None else WarmExecutor()
+    raise ValueError(f"unknown executor {name!r}; choose from {', '.join(EXECUTOR_NAMES)}")
 
 
 def student_environment(workdir: Workdir) -> dict[str, str]:
@@ -112,26 +133,33 @@ def _tail(path: Path, limit: int = LOG_LIMIT) -> str:
 class KernelExecutor:
     """Runs each notebook in a fresh Jupyter kernel through nbclient: the
     reference executor, with full notebook semantics.  The kernel runs the
-    Python the grader runs in (no kernelspec set-up)."""
+    Python the grader runs in (no kernelspec set-up).  With a sandbox policy
+    the kernel is started through ``python -m grader.sandbox`` (isolated, then
+    exec'd) and talks to the grader over unix sockets in its scratch folder,
+    since it has no network."""
 
     name = "kernel"
 
-    def __init__(self, startup_timeout: float = 60.0, probe_timeout: float = 10.0):
+    def __init__(self, policy: Policy | None = None, startup_timeout: float = 60.0, probe_timeout: float = 10.0,
+                 max_output_bytes: int = 4 * 2**20):
+        self.policy = policy
         self.startup_timeout = startup_timeout
         self.probe_timeout = probe_timeout
+        self.max_output_bytes = max_output_bytes
+        self._slots = itertools.count()
 
     def run(self, plan: ExecutionPlan, workdir: Workdir) -> ExecutionRecord:
         import nbformat
-        from nbclient import NotebookClient
         from nbclient.exceptions import DeadKernelError
 
         cells, roles = self._execution_notebook(plan, workdir)
         nb = nbformat.v4.new_notebook(cells=cells)
-        record = ExecutionRecord(executor=self.name)
+        record = ExecutionRecord(executor=self.name, isolation=isolation_label(self.policy))
         replies: list[dict] = []
-        client = NotebookClient(
+        client = _capped_client_class()(
             nb,
-            km=_kernel_manager(),
+            max_output_bytes=self.max_output_bytes,
+            km=_kernel_manager(workdir, self.policy, student_uid(next(self._slots))),
             timeout=_whole_seconds(plan.cell_timeout),
             startup_timeout=_whole_seconds(self.startup_timeout),
             allow_errors=True,
@@ -186,9 +214,7 @@ class KernelExecutor:
                 except Exception:
                     pass  # a dead or wedged kernel is killed; nothing more to do
         record.seconds = time.monotonic() - start
-        ran = {c.cell_index for c in record.cells}
-        record.cells.extend(CellRun(s.cell_index, "not_run") for s in plan.steps if s.cell_index not in ran)
-        record.log = _tail(log_path)
+        finish_record(record, plan, workdir, self.policy)
         return record
 
     @staticmethod
@@ -228,6 +254,55 @@ class KernelExecutor:
         return _outcome(replies, client.timeout)[0] == "ok"
 
 
+def isolation_label(policy: Policy | None) -> str:
+    if policy is None:
+        return "none: no sandbox configured"
+    return sandbox.probe().describe(policy.isolate)
+
+
+def finish_record(record: ExecutionRecord, plan: ExecutionPlan, workdir: Workdir, policy: Policy | None) -> None:
+    """Shared ending of every executor: cells that never ran, the log's tail,
+    and what the sandbox saw (a memory limit hit)."""
+    ran = {c.cell_index for c in record.cells}
+    record.cells.extend(CellRun(s.cell_index, "not_run") for s in plan.steps if s.cell_index not in ran)
+    record.log = _tail(workdir.root / "kernel.log")
+    report = sandbox.read_report(workdir.root)
+    if report.get("oom_kills") and policy is not None:
+        record.stopped = (f"the notebook used more than its {policy.limits.memory_mb} MB of memory "
+                          "and was stopped" + (f" ({record.stopped})" if record.stopped else ""))
+
+
+def _capped_client_class():
+    from nbclient import NotebookClient
+
+    class CappedClient(NotebookClient):
+        """Keeps at most ``max_output_bytes`` of cell outputs in memory (an
+        output flood must not grow the grader), then one truncation marker."""
+
+        def __init__(self, nb, max_output_bytes: int, **kw):
+            super().__init__(nb, **kw)
+            self.max_output_bytes = max_output_bytes
+            self.output_bytes = 0
+
+        def output(self, outs, msg, display_id, cell_index):
+            if self.output_bytes > self.max_output_bytes:
+                return None
+            self.output_bytes += len(json.dumps(msg.get("content", {}), default=str))
+            if self.output_bytes > self.max_output_bytes:
+                marker = nbformat_stream(f"[grader: output truncated after {self.max_output_bytes} bytes]\n")
+                outs.append(marker)
+                return marker
+            return super().output(outs, msg, display_id, cell_index)
+
+    return CappedClient
+
+
+def nbformat_stream(text: str):
+    import nbformat
+
+    return nbformat.v4.new_output("stream", name="stderr", text=text)
+
+
 def _outcome(replies: list[dict], timeout: int) -> tuple[CellStatus, str | None, str | None]:
     """Status of a cell from its execute_reply."""
     content = replies[-1].get("content", {}) if replies else {}
@@ -252,19 +327,20 @@ def _whole_seconds(seconds: float) -> int:
     return max(1, math.ceil(seconds))
 
 
-def _kernel_manager():
+def _kernel_manager(workdir: Workdir, policy: Policy | None, uid: int):
     """A kernel manager that starts ipykernel with this very Python, whatever
-    kernelspecs the machine has installed."""
+    kernelspecs the machine has installed; through the sandbox when there is
+    a policy, with its connection file and sockets in the scratch folder."""
     from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
     from jupyter_client.manager import AsyncKernelManager
 
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}", "--HistoryManager.hist_file=:memory:"]
+    if policy is not None:
+        argv = [sys.executable, "-m", "grader.sandbox", policy.to_json(), str(workdir.root), str(uid), "--", *argv]
+
     class ThisPython(KernelSpecManager):
         def get_kernel_spec(self, kernel_name):
-            return KernelSpec(
-                argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
-                      "--HistoryManager.hist_file=:memory:"],
-                display_name="grader: this Python",
-                language="python",
-            )
+            return KernelSpec(argv=argv, display_name="grader: this Python", language="python")
 
-    return AsyncKernelManager(kernel_name="grader-python", kernel_spec_manager=ThisPython())
+    return AsyncKernelManager(kernel_name="grader-python", kernel_spec_manager=ThisPython(), transport="ipc",
+                              ip=str(workdir.root / "zmq"), connection_file=str(workdir.root / "kernel.json"))

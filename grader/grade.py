@@ -7,7 +7,6 @@ only problems of the grader or its configuration raise :class:`GraderError`.
 
 from __future__ import annotations
 
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +20,7 @@ from .errors import InvalidSubmission
 from .execute import Executor, ExecutionRecord, KernelExecutor, prepare_workdir
 from .notebook import ExecutionPlan, file_digest, plan_execution, read_submission
 from .references import load_references, reference_key
+from .sandbox import scratch_folder
 from .result import AssignmentInfo, CellReport, Result, SubmissionInfo, TestResult, Timings
 from .versions import current_versions
 
@@ -57,8 +57,8 @@ def grade(
     except InvalidSubmission as exc:
         return invalid_result(path, assignment, str(exc), executor.name, time.monotonic() - start)
     plan = plan_execution(sub, assignment.spec, assignment.data_files, cell_timeout, notebook_timeout)
-    with tempfile.TemporaryDirectory(prefix="grader-") as tmp:
-        workdir = prepare_workdir(plan, Path(tmp))
+    with scratch_folder(getattr(executor, "policy", None)) as tmp:
+        workdir = prepare_workdir(plan, tmp)
         record = executor.run(plan, workdir)
         answers = load_answers(plan, record, workdir.answers)
     if keep_answers is not None:
@@ -82,6 +82,7 @@ def grade(
         submission=SubmissionInfo(file=path.name, sha256=sub.sha256, size=sub.size),
         assignment=assignment_info(assignment),
         executor=executor.name,
+        isolation=record.isolation,
         errors=errors,
         cells=cells,
         timings=Timings(total_s=round(checked - start, 3), execute_s=round(record.seconds, 3), check_s=round(checked - executed, 3)),

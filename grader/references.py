@@ -27,6 +27,7 @@ from .notebook import plan_execution, read_submission
 from .versions import current_versions
 
 CACHE_FORMAT = "1"
+PINNED_KEY_FILE = "reference-key"  # in <cache>/<assignment>/: the key of shipped references (no solution present)
 
 
 def cache_root() -> Path:
@@ -34,8 +35,14 @@ def cache_root() -> Path:
 
 
 def reference_key(assignment: Assignment) -> str:
+    """Content key of the references.  Where the solution is not present (a
+    Gradescope bundle ships prebuilt references instead), the key pinned next
+    to the shipped references is used."""
     h = hashlib.sha256(f"grader-references-{CACHE_FORMAT}\n".encode())
     if not assignment.solution_path.is_file():
+        pinned = cache_root() / assignment.name / PINNED_KEY_FILE
+        if pinned.is_file():
+            return pinned.read_text(encoding="utf-8").strip()
         raise SolutionError(f"reference solution not found: {assignment.solution_path}")
     for path in [assignment.solution_path, assignment.spec_path, *assignment.data_files, *assignment.computation_files]:
         h.update(path.name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
@@ -48,11 +55,14 @@ def load_references(assignment: Assignment, executor: Executor | None = None, re
     key = reference_key(assignment)
     folder = cache_root() / assignment.name / key[:32]
     if not rebuild:
-        cached = _read_cache(folder, key)
+        cached = read_entry(folder, key)
         if cached is not None:
             return cached
+    if not assignment.solution_path.is_file():
+        raise SolutionError(f"the reference answers in {folder} are missing or corrupt and the solution is not "
+                            "here to rebuild them (rebuild the bundle they came with)")
     arrays = build_references(assignment, executor or KernelExecutor())
-    _write_cache(folder, key, arrays)
+    write_entry(folder, key, arrays)
     return arrays
 
 
@@ -88,7 +98,7 @@ def build_references(assignment: Assignment, executor: Executor) -> dict[str, np
     return arrays
 
 
-def _read_cache(folder: Path, key: str) -> dict[str, np.ndarray] | None:
+def read_entry(folder: Path, key: str) -> dict[str, np.ndarray] | None:
     try:
         manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
         if manifest.get("key") != key:
@@ -104,7 +114,7 @@ def _read_cache(folder: Path, key: str) -> dict[str, np.ndarray] | None:
         return None  # missing or corrupt: rebuild
 
 
-def _write_cache(folder: Path, key: str, arrays: dict[str, np.ndarray]) -> None:
+def write_entry(folder: Path, key: str, arrays: dict[str, np.ndarray]) -> None:
     """Write the whole entry to a temporary folder, then rename it into place."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))

@@ -81,11 +81,11 @@ def test_lesson_literal_feedback_shows_the_kernel_that_fits(graded):
 
 
 def test_timeout_costs_only_the_cell_that_timed_out(graded):
-    result = graded("infinite_loop_in_extra_cell", cell_timeout=4)
+    result = graded("infinite_loop_in_extra_cell", cell_timeout=10)
     assert result.score == 10
     assert [(c.cell, c.status) for c in result.cells] == [(7, "timeout")]
     assert "cell 7 timed out" in result.errors[0]
-    assert result.timings.execute_s < 30  # one timeout, not one per later cell
+    assert result.timings.execute_s < 40  # one timeout, not one per later cell
 
 
 def test_notebook_timeout_fails_closed_on_what_did_not_run(graded):

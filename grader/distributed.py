@@ -1,0 +1,82 @@
+"""Grading on a Dask cluster, for classes that outgrow one machine.
+
+The batch process stays in charge of the files: it decides what needs grading,
+sends each submission's *bytes* to the cluster, and writes every result (and
+kept answers) atomically as it comes back, so the guarantees of a local batch
+(resumable, loss-free, summary rebuilt from the files) hold unchanged.  Each
+worker process keeps one executor (a warm parent, for ``warm``) for its whole
+life and loads the references once.  Workers need the project installed with
+the assignment at the same path (or ``GRADER_ROOT`` set to a copy of it).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from pathlib import Path
+from typing import Iterator
+
+from .assignment import Assignment, load_assignment
+from .errors import GraderError
+from .result import Result
+
+_local = {}
+_lock = threading.Lock()
+
+
+def grade_on_cluster(scheduler: str, todo: list[Path], assignment: Assignment, executor: str, options: dict,
+                     kept_at: dict[Path, Path] | None) -> Iterator[tuple[Path, Result]]:
+    try:
+        from distributed import Client, as_completed
+    except ImportError:
+        raise GraderError("--scheduler needs Dask: pip install 'dask[distributed]'") from None
+    try:
+        client = Client(scheduler, timeout="30s")
+    except OSError as exc:
+        raise GraderError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+    with client:
+        futures = {
+            client.submit(grade_bytes, s.name, s.read_bytes() if s.is_file() and not s.is_symlink() else None,
+                          str(assignment.folder), executor, options, kept_at is not None, pure=False): s
+            for s in todo
+        }
+        for future in as_completed(futures):
+            submission = futures[future]
+            result_json, answers = future.result()
+            if kept_at is not None and answers is not None:
+                path = kept_at[submission]
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".tmp-{path.name}")
+                tmp.write_bytes(answers)
+                tmp.replace(path)
+            yield submission, Result.model_validate_json(result_json)
+
+
+def grade_bytes(name: str, data: bytes | None, assignment_folder: str, executor: str, options: dict,
+                keep_answers: bool) -> tuple[str, bytes | None]:
+    """Runs on a worker: grade one submission given as bytes; return the
+    result JSON and, if asked, the kept answers (.npz bytes)."""
+    from .batch import grade_safely
+
+    assignment, runner, references = _worker_state(assignment_folder, executor)
+    with tempfile.TemporaryDirectory(prefix="grader-dask-") as tmp:
+        path = Path(tmp) / name
+        if data is not None:
+            path.write_bytes(data)
+        kept = Path(tmp) / "answers.npz" if keep_answers else None
+        result = grade_safely(path, assignment, runner, references, keep_answers=kept, **options)
+        answers = kept.read_bytes() if kept is not None and kept.exists() else None
+    return result.model_dump_json(), answers
+
+
+def _worker_state(assignment_folder: str, executor: str):
+    """One assignment, executor and reference set per worker process."""
+    from .execute import make_executor
+    from .references import load_references
+
+    key = (assignment_folder, executor)
+    with _lock:
+        if key not in _local:
+            assignment = load_assignment(assignment_folder)
+            _local[key] = (assignment, make_executor(executor), load_references(assignment))
+        return _local[key]

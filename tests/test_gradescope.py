@@ -1,0 +1,238 @@
+"""The Gradescope bundle end to end: built into a zip, unpacked into a stand-in
+for /autograder, and run through its own run_autograder script with this
+venv's Python instead of setup.sh's, so what grades is the bundled grader with
+the prebuilt references, and no solution notebook anywhere in reach."""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+from grader.gradescope import (CONFIG_FILE, PINNED, BundleError, build_bundle, find_notebook,
+                               read_submission_metadata, run_autograder)
+from grader.result import Result
+
+from conftest import FIXTURES
+
+HIDDEN = "Exercise 4: same_output is the zero-padded box blur"
+METADATA = {  # as documented in Gradescope's submission_metadata page
+    "id": 123456,
+    "created_at": "2026-07-01T14:22:32.365935-07:00",
+    "assignment": {"due_date": "2026-07-31T23:00:00.000000-07:00", "id": 25828, "title": "Conv2D", "total_points": "10.0"},
+    "submission_method": "upload",
+    "users": [{"email": "student@example.com", "id": 1234, "name": "Student User"}],
+    "previous_submissions": [],
+}
+GRADESCOPE_TOP = {"score", "execution_time", "output", "visibility", "stdout_visibility", "extra_data", "tests"}
+GRADESCOPE_TEST = {"name", "score", "max_score", "status", "output", "visibility"}
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory, assignment, references):
+    out = tmp_path_factory.mktemp("bundle") / "autograder.zip"
+    return build_bundle(assignment, out, test_visibility={HIDDEN: "hidden"})
+
+
+def unpack(zip_path: Path, dest: Path) -> None:
+    """Unzip, applying the Unix modes recorded in the archive (as unzip does)."""
+    with zipfile.ZipFile(zip_path) as zf:
+        zf.extractall(dest)
+        for info in zf.infolist():
+            if info.external_attr >> 16:
+                (dest / info.filename).chmod((info.external_attr >> 16) & 0o777)
+
+
+def autograder_root(bundle: Path, tmp_path: Path, notebooks=(), metadata=METADATA) -> Path:
+    """/autograder as Gradescope lays it out for one submission."""
+    root = tmp_path / "autograder"
+    unpack(bundle, root / "source")
+    shutil.copy2(root / "source" / "run_autograder", root / "run_autograder")
+    (root / "submission").mkdir()
+    for name in notebooks:
+        shutil.copy(FIXTURES / f"{name}.ipynb", root / "submission" / f"{name}.ipynb")
+    if metadata is not None:
+        (root / "submission_metadata.json").write_text(json.dumps(metadata))
+    return root
+
+
+def run_script(root: Path, python: str = sys.executable) -> tuple[dict, str]:
+    """Run /autograder/run_autograder as Gradescope does (from /autograder),
+    with this venv's Python and the bundle's source first on the path."""
+    env = {k: v for k, v in os.environ.items() if k not in ("GRADER_ROOT", "GRADER_CACHE_DIR", "PYTHONPATH")}
+    env.update(AUTOGRADER_ROOT=str(root), GRADER_PYTHON=python, PYTHONPATH=str(root / "source"))
+    proc = subprocess.run([str(root / "run_autograder")], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=400)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads((root / "results" / "results.json").read_text()), proc.stdout + proc.stderr
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# --------------------------------------------------------------------------- the zip
+
+
+def test_zip_has_the_two_executable_scripts_at_its_top_and_no_solution(bundle, assignment):
+    with zipfile.ZipFile(bundle) as zf:
+        infos = {i.filename: i for i in zf.infolist()}
+        digests = {sha256(zf.read(name)) for name in infos}
+        config = json.loads(zf.read(CONFIG_FILE))
+        readme = zf.read("README.txt").decode()
+    for script in ("setup.sh", "run_autograder"):
+        mode = infos[script].external_attr >> 16
+        assert mode & 0o170000 == 0o100000 and mode & 0o111 == 0o111, f"{script}: mode {mode:o}"
+    assert not any(name.startswith(("solutions/", "assignments/conv2d/examples/")) for name in infos)
+    assert sha256(assignment.solution_path.read_bytes()) not in digests
+    assert "grader/gradescope.py" in infos and "pyproject.toml" in infos
+    assert f"references/conv2d/{config['reference_key'][:32]}/manifest.json" in infos
+    assert config["test_visibility"] == {HIDDEN: "hidden"}
+    assert "768 MB" in readme and "2 GB" in readme
+
+
+def test_requirements_pin_the_versions_installed_here(bundle):
+    with zipfile.ZipFile(bundle) as zf:
+        lines = zf.read("requirements.txt").decode().split()
+    pins = dict(line.split("==") for line in lines)
+    assert list(pins) == list(PINNED)
+    for name in ("keras", "numpy", "nbclient", "pydantic"):
+        assert pins[name] == metadata.version(name)
+
+
+def test_scripts_are_valid_bash(bundle, tmp_path):
+    unpack(bundle, tmp_path)
+    for script in ("setup.sh", "run_autograder"):
+        proc = subprocess.run(["bash", "-n", str(tmp_path / script)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+
+
+def test_bundled_source_builds_a_grader_wheel(bundle, tmp_path):
+    unpack(bundle, tmp_path / "source")
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
+                           str(tmp_path / "source"), "-w", str(tmp_path / "wheel")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    (wheel,) = (tmp_path / "wheel").glob("grader-*.whl")
+    assert "grader/gradescope.py" in zipfile.ZipFile(wheel).namelist()
+
+
+def test_unknown_check_in_visibility_is_refused_before_writing(assignment, references, tmp_path):
+    with pytest.raises(BundleError, match="no check named 'Exercise 9'"):
+        build_bundle(assignment, tmp_path / "a.zip", test_visibility={"Exercise 9": "hidden"})
+    assert not list(tmp_path.iterdir())
+
+
+# --------------------------------------------------------------------------- grading through run_autograder
+
+
+@pytest.mark.slow
+def test_correct_notebook_scores_10_with_the_bundled_grader(bundle, tmp_path):
+    root = autograder_root(bundle, tmp_path, ["correct"])
+    results, stdout = run_script(root)
+    assert set(results) == GRADESCOPE_TOP
+    assert results["score"] == 10 and isinstance(results["execution_time"], int)
+    assert results["stdout_visibility"] == "hidden" and results["visibility"] == "visible"
+    assert all(set(t) == GRADESCOPE_TEST and t["status"] == "passed" for t in results["tests"])
+    assert {t["name"]: t["visibility"] for t in results["tests"]}[HIDDEN] == "hidden"
+    assert sum(t["visibility"] == "visible" for t in results["tests"]) == 7
+    assert results["output"].startswith("7 of 7 checks passed: 8 / 8 points.")  # the hidden check is not told
+    extra = results["extra_data"]
+    assert extra["submitters"] == METADATA["users"] and extra["submission"]["id"] == 123456
+    bundled = str((root / "source" / "grader").resolve())
+    assert extra["grader"]["package"] == bundled and f"from {bundled};" in stdout
+    result = Result.model_validate(extra["result"])
+    assert result.status == "graded" and result.max_score == 10
+    assert result.assignment.reference_key == extra["grader"]["reference_key"]
+    assert not list(root.rglob("solutions"))
+
+
+@pytest.mark.slow
+def test_swapped_strides_scores_5_with_its_feedback(bundle, tmp_path):
+    results, _ = run_script(autograder_root(bundle, tmp_path, ["swapped_strides"]))
+    assert results["score"] == 5
+    failed = [t for t in results["tests"] if t["status"] == "failed"]
+    assert len(failed) == 4 and all(t["score"] == 0 for t in failed)
+    assert any("The strides are swapped" in t["output"] for t in failed)
+
+
+@pytest.mark.slow
+def test_setup_check_grades_the_bundled_template(bundle, tmp_path):
+    root = autograder_root(bundle, tmp_path)
+    env = {k: v for k, v in os.environ.items() if k not in ("GRADER_ROOT", "PYTHONPATH")}
+    proc = subprocess.run([sys.executable, "-m", "grader.gradescope", "--check", "--root", str(root)],
+                          cwd=root / "source", env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr
+    assert "bundle ok: conv2d" in proc.stdout and "template graded 0 / 10" in proc.stdout
+
+
+# --------------------------------------------------------------------------- what cannot be graded
+
+
+def test_no_notebook_scores_0_with_a_message(bundle, tmp_path):
+    results, _ = run_script(autograder_root(bundle, tmp_path, metadata=None))
+    assert results["score"] == 0
+    assert "no Jupyter notebook" in results["output"] and "conv2d.ipynb" in results["output"]
+    assert len(results["tests"]) == 8 and all(t["status"] == "failed" for t in results["tests"])
+    assert results["extra_data"]["submitters"] == []
+
+
+def test_two_notebooks_score_0_naming_both(bundle, tmp_path):
+    results, _ = run_script(autograder_root(bundle, tmp_path, ["correct", "swapped_strides"]))
+    assert results["score"] == 0
+    assert "2 notebooks (correct.ipynb, swapped_strides.ipynb)" in results["output"]
+
+
+def test_run_autograder_returns_what_it_writes(bundle, tmp_path):
+    root = autograder_root(bundle, tmp_path)
+    (root / "submission" / "notes.txt").write_text("my answers are in the other file")
+    results = run_autograder(root)
+    assert results == json.loads((root / "results" / "results.json").read_text())
+    assert "(it holds: notes.txt)" in results["output"]
+
+
+def test_corrupt_references_still_write_a_result(bundle, tmp_path):
+    root = autograder_root(bundle, tmp_path, ["correct"])
+    (npy,) = list((root / "source" / "references").glob("conv2d/*/same_output.npy"))
+    npy.write_bytes(npy.read_bytes()[:-8] + b"\0" * 8)
+    results, stdout = run_script(root)
+    assert results["score"] == 0 and results["tests"] == []
+    assert "missing or corrupt" in results["output"] and "tell your instructor" in results["output"]
+    assert "SolutionError" in stdout  # the traceback, for the instructor
+
+
+def test_spec_edited_after_the_build_is_refused(bundle, tmp_path):
+    root = autograder_root(bundle, tmp_path, ["correct"])
+    spec = root / "source" / "assignments" / "conv2d" / "assignment.toml"
+    spec.write_text(spec.read_text().replace("atol = 1e-3", "atol = 1.0"))
+    results, _ = run_script(root)
+    assert results["score"] == 0 and "changed since the bundle was built" in results["output"]
+
+
+def test_python_that_does_not_start_still_gets_a_result(bundle, tmp_path):
+    root = autograder_root(bundle, tmp_path, ["correct"])
+    results, _ = run_script(root, python=str(tmp_path / "no-such-python"))
+    assert results["score"] == 0 and results["tests"] == []
+    assert "exited with status 127" in results["output"]
+
+
+# --------------------------------------------------------------------------- small parts
+
+
+def test_checkpoints_and_macos_debris_are_not_submissions(tmp_path):
+    for name in ["hw/conv2d.ipynb", "hw/.ipynb_checkpoints/conv2d-checkpoint.ipynb", "__MACOSX/hw/._conv2d.ipynb"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("{}")
+    assert find_notebook(tmp_path, "conv2d.ipynb") == (tmp_path / "hw" / "conv2d.ipynb", None)
+
+
+def test_unreadable_metadata_is_ignored(tmp_path, capsys):
+    (tmp_path / "m.json").write_text("{not json")
+    assert read_submission_metadata(tmp_path / "m.json") == ([], {})
+    assert "not readable JSON" in capsys.readouterr().out
+    assert read_submission_metadata(tmp_path / "absent.json") == ([], {})
