@@ -1,7 +1,8 @@
 """Command line: reads arguments, calls the library, writes output.
 
 Exit codes: 0 success (a result was produced, whatever the score); 1 ``check``
-below full marks or ``validate`` failed; 2 usage error; 3 operator error
+below full marks, ``validate`` failed, or ``publish`` had scores rejected or
+not delivered; 2 usage error; 3 operator error
 (unknown assignment, invalid spec, unwritable results folder); 4 broken
 reference solution; 5 the executor could not run (kernel would not start).
 """
@@ -87,6 +88,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a check whose result students do not see (repeatable)")
     p.add_argument("--visibility", default="visible", choices=("visible", "hidden", "after_due_date", "after_published"),
                    help="Gradescope visibility of the results (default: visible)")
+
+    p = add("export", cmd_export, "Export a results folder for a learning platform: LTI AGS scores (JSON), or a Canvas or Moodle gradebook CSV.")
+    p.add_argument("format", choices=("lti", "canvas", "moodle"))
+    p.add_argument("results", type=Path, metavar="RESULTS_DIR")
+    p.add_argument("--roster", type=Path, required=True, metavar="ROSTER_CSV", help="maps submission files to students (see README)")
+    p.add_argument("--out", "-o", type=Path, required=True, metavar="FILE")
+    p.add_argument("--title", help="gradebook column title (default: the assignment's title)")
+    p.add_argument("--assignment-id", help="Canvas: the existing assignment's id (else Canvas creates a new column)")
+    p.add_argument("--points", type=float, help="rescale scores to this many points (default: the assignment's)")
+
+    p = add("publish", cmd_publish, "POST LTI 1.3 AGS scores for a results folder to a line item's /scores endpoint.")
+    p.add_argument("format", choices=("lti",))
+    p.add_argument("results", type=Path, metavar="RESULTS_DIR")
+    p.add_argument("--roster", type=Path, required=True, metavar="ROSTER_CSV")
+    p.add_argument("--lineitem", required=True, metavar="URL", help="the AGS line item URL (scores go to URL/scores)")
+    p.add_argument("--token", help="OAuth2 bearer token (default: $GRADER_LTI_TOKEN; avoid putting it on the command line)")
 
     p = add("validate", cmd_validate, "Check an assignment: the solution scores full marks and the untouched template scores 0.")
     p.add_argument("assignment", help="assignment name or folder")
@@ -215,6 +232,44 @@ def cmd_gradescope(args) -> int:
                         test_visibility={name: "hidden" for name in args.hide})
     print(f"Gradescope autograder bundle: {path} (upload it as the assignment's autograder; see README.txt inside)")
     return 0
+
+
+def _warn(lines) -> None:
+    for line in lines:
+        print(f"grader: warning: {line}", file=sys.stderr)
+
+
+def cmd_export(args) -> int:
+    if args.format == "lti":
+        from .lti import export_lti
+
+        exported = export_lti(args.results, args.roster, args.out)
+        _warn(exported.matching.notes())
+        print(f"{len(exported.scores)} LTI scores written to {args.out}")
+        return 0
+    from .gradebook_export import export_canvas, export_moodle
+
+    if args.format == "canvas":
+        exported = export_canvas(args.results, args.roster, args.out, assignment_id=args.assignment_id,
+                                 title=args.title, points_possible=args.points)
+    else:
+        exported = export_moodle(args.results, args.roster, args.out, title=args.title, points_possible=args.points)
+    _warn(exported.notes())
+    print(f"{args.format.capitalize()} gradebook written to {args.out}")
+    return 0
+
+
+def cmd_publish(args) -> int:
+    from .lti import publish_lti
+
+    token = args.token or os.environ.get("GRADER_LTI_TOKEN")
+    if not token:
+        raise GraderError("no token: pass --token or set GRADER_LTI_TOKEN")
+    report = publish_lti(args.results, args.roster, args.lineitem, token)
+    _warn(report.notes())
+    accepted = sum(p.outcome == "accepted" for p in report.posted)
+    print(f"{accepted} of {len(report.posted)} scores accepted by {args.lineitem}")
+    return 0 if report.ok else 1
 
 
 def cmd_validate(args) -> int:

@@ -48,3 +48,12 @@ class ExecutorError(GraderError):
 
 class ResultsError(GraderError):
     """Results cannot be written (folder not writable, not a folder...)."""
+
+
+class RosterError(GraderError):
+    """The roster cannot be read or fails validation (file, line and column named)."""
+
+
+class LmsError(GraderError):
+    """An export or a publication cannot go on: results of several assignments,
+    a line item URL or token that cannot be used."""

@@ -1,0 +1,160 @@
+"""Gradebook CSV files that Canvas and Moodle import, one row per roster student.
+
+**Canvas** (Grades > Import, "How do I import grades in the Gradebook?"): the
+file has the layout of Canvas's own gradebook export.  The first five columns
+identify the student: ``Student`` (display name), ``ID`` (Canvas user ID),
+``SIS User ID``, ``SIS Login ID``, ``Section``; Canvas finds the student by
+``ID``, else ``SIS User ID``, else ``SIS Login ID`` (the name is only shown).
+Then one column per assignment headed ``<assignment name> (<assignment id>)``:
+with the id of an existing assignment the scores go into it, without one
+Canvas offers to create a new assignment of that name.  The second row,
+``Points Possible``, is what Canvas's export writes there; it gives a new
+assignment its points.  Our choices: ``ID`` is the roster's ``user_id`` only
+when it is a number (an LTI user id is an opaque string that Canvas would
+misread), ``SIS User ID`` is ``sis_id``, ``SIS Login ID`` is ``login_id``,
+``Section`` is ``section``; a student with none of the three is listed in
+``unidentified`` (Canvas could only guess from the name).
+
+**Moodle** (Grades > Import > CSV file): any CSV with a header row; on import
+the teacher maps one column to the user ("Identify user by": ``Email
+address``, ``Username``, ``ID number`` or ``User ID``, Moodle's own user id,
+which is also the LTI user id Moodle sends), the grade column to a grade item
+and the feedback column to that item's feedback.  We write all of these
+identifier columns (empty where the roster has no value), then
+``<assignment title>`` (the grade) and ``<assignment title> (feedback)``
+(:func:`grader.lms.feedback`).
+
+In both, the grade is the result's score in points, or rescaled to
+``points_possible`` when the LMS column is worth another number of points; an
+invalid submission (not a notebook) scores 0, as in its result.  A student
+without a readable result, or whose grading failed (``error``: ours, not
+theirs), gets an empty grade and is listed in ``ungraded``; result files that
+match no roster line are listed in the matching, never exported silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .lms import Graded, Matching, feedback, match_results, points, write_export
+from .roster import Roster, Student, load_roster
+
+CANVAS_STUDENT_COLUMNS = ["Student", "ID", "SIS User ID", "SIS Login ID", "Section"]
+CANVAS_POINTS_ROW = "Points Possible"
+MOODLE_STUDENT_COLUMNS = ["Full name", "Email address", "Username", "ID number", "User ID"]
+
+
+@dataclass
+class GradebookExport:
+    text: str
+    matching: Matching
+    ungraded: list[Student] = field(default_factory=list)  # rows with an empty grade
+    unidentified: list[Student] = field(default_factory=list)  # rows the LMS cannot match to a user
+    out: Path | None = None
+
+    def notes(self) -> list[str]:
+        lines = self.matching.notes()
+        without_result = self.matching.without_result
+        lines += [f"{s.label}: the grader failed on this submission; grade left empty (regrade, then export again)"
+                  for s in self.ungraded if s not in without_result]
+        lines += [f"{s.label}: no numeric user_id, sis_id or login_id; Canvas can only match on the name"
+                  for s in self.unidentified]
+        return lines
+
+
+def canvas_csv(roster: Roster, matching: Matching, *, title: str, assignment_id: str | None = None,
+               points_possible: float | None = None) -> GradebookExport:
+    """The Canvas gradebook import file, one row per roster student in roster order."""
+    column = f"{title} ({assignment_id})" if assignment_id else title
+    worth = points_possible if points_possible is not None else _most_common_max_score(matching)
+    rows = [[*CANVAS_STUDENT_COLUMNS, column], [CANVAS_POINTS_ROW, "", "", "", "", "" if worth is None else points(worth)]]
+    ungraded, unidentified = [], []
+    for student, graded in _rows(roster, matching):
+        canvas_id = student.user_id if student.user_id.isdigit() else ""
+        if not (canvas_id or student.sis_id or student.login_id):
+            unidentified.append(student)
+        grade = _grade(graded, points_possible)
+        if grade == "":
+            ungraded.append(student)
+        rows.append([student.name or "", canvas_id, student.sis_id or "", student.login_id or "",
+                     student.section or "", grade])
+    return GradebookExport(_csv(rows), matching, ungraded, unidentified)
+
+
+def moodle_csv(roster: Roster, matching: Matching, *, title: str,
+               points_possible: float | None = None) -> GradebookExport:
+    """The Moodle "Import grades from CSV" file, one row per roster student in roster order."""
+    rows = [[*MOODLE_STUDENT_COLUMNS, title, f"{title} (feedback)"]]
+    ungraded = []
+    for student, graded in _rows(roster, matching):
+        grade = _grade(graded, points_possible)
+        if grade == "":
+            ungraded.append(student)
+        rows.append([student.name or "", student.email or "", student.username or "", student.sis_id or "",
+                     student.user_id, grade, feedback(graded.result) if grade != "" else ""])
+    return GradebookExport(_csv(rows), matching, ungraded)
+
+
+def export_canvas(results_dir: Path | str, roster: Roster | Path | str, out: Path | str, *,
+                  assignment_id: str | None = None, title: str | None = None,
+                  points_possible: float | None = None) -> GradebookExport:
+    """Write the Canvas gradebook import CSV of a results folder to ``out``.
+
+    ``title``: the assignment column's name (default: the assignment title in
+    the results); ``assignment_id``: the Canvas assignment to fill (default:
+    none, Canvas creates an assignment).  Raises, all exit code 3:
+    :class:`~grader.roster.RosterError`, :class:`~grader.errors.ResultsError`
+    (no results folder, ``out`` not writable), :class:`~grader.lms.LmsError`
+    (results of several assignments).  Missing, unreadable and unmatched
+    results are in the returned report."""
+    roster = roster if isinstance(roster, Roster) else load_roster(roster)
+    matching = match_results(results_dir, roster)
+    export = canvas_csv(roster, matching, title=title or _title(matching, results_dir),
+                        assignment_id=assignment_id, points_possible=points_possible)
+    export.out = write_export(out, export.text)
+    return export
+
+
+def export_moodle(results_dir: Path | str, roster: Roster | Path | str, out: Path | str, *,
+                  title: str | None = None, points_possible: float | None = None) -> GradebookExport:
+    """Write the Moodle grade import CSV of a results folder to ``out``
+    (arguments and errors as for :func:`export_canvas`)."""
+    roster = roster if isinstance(roster, Roster) else load_roster(roster)
+    matching = match_results(results_dir, roster)
+    export = moodle_csv(roster, matching, title=title or _title(matching, results_dir), points_possible=points_possible)
+    export.out = write_export(out, export.text)
+    return export
+
+
+def _rows(roster: Roster, matching: Matching):
+    """(student, their result or None) for every roster student, in roster order."""
+    graded = {g.student.key: g for g in matching.graded}
+    return [(s, graded.get(s.key)) for s in roster.students]
+
+
+def _grade(graded: Graded | None, points_possible: float | None) -> str:
+    if graded is None or graded.result.status == "error":
+        return ""
+    result = graded.result
+    if points_possible is None:
+        return points(result.score)
+    return points(result.score / result.max_score * points_possible if result.max_score else 0.0)
+
+
+def _most_common_max_score(matching: Matching) -> float | None:
+    maxima = Counter(g.result.max_score for g in matching.graded)
+    return maxima.most_common(1)[0][0] if maxima else None
+
+
+def _title(matching: Matching, results_dir: Path | str) -> str:
+    return matching.assignment_title or Path(results_dir).name
+
+
+def _csv(rows: list[list[str]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerows(rows)
+    return buffer.getvalue()
