@@ -40,7 +40,7 @@ def find_submissions(folder: Path) -> list[Path]:
     """The ``*.ipynb`` entries of a folder (not recursive), in name order."""
     if not folder.is_dir():
         raise ResultsError(f"{folder}: not a folder of submissions")
-    return sorted(p for p in folder.iterdir() if p.name.endswith(".ipynb") and not p.name.startswith("."))
+    return sorted(p for p in folder.iterdir() if p.name.endswith(".ipynb"))
 
 
 def result_path(out: Path, submission: Path) -> Path:

@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     def execution_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--no-isolation", action="store_true",
+                       help="run students' code without the sandbox (trusted notebooks only); results say so")
+        p.add_argument("--require-isolation", action="store_true",
+                       help="refuse to grade unless full isolation is available (see `grader doctor`)")
         p.add_argument("--executor", choices=("warm", "kernel"), default="warm",
                        help="warm (default): each notebook in a fresh process forked from a parent that already imported "
                             "TensorFlow; kernel: a fresh Jupyter kernel per notebook (the reference, slower)")
@@ -109,15 +113,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("assignment", help="assignment name or folder")
 
     add("schema", cmd_schema, "Print the JSON Schema of a result.")
+    add("doctor", cmd_doctor, "Print this machine's isolation level for students' code and what is missing.")
     return parser
 
 
 @contextmanager
-def _executor(args):
-    """The chosen executor, closed (its warm parent stopped) when done."""
+def _executor(args, *hide):
+    """The chosen executor with its sandbox policy, closed (its warm parent
+    stopped) when done.  ``hide``: folders students must not see, besides the
+    project's own (results, other submissions)."""
     from .execute import make_executor
+    from .references import cache_root
+    from .sandbox import FULL, Policy, hidden_paths, probe
 
-    executor = make_executor(args.executor)
+    if args.require_isolation and (args.no_isolation or probe().level != FULL):
+        missing = "; ".join(probe().missing) or "isolation disabled by --no-isolation"
+        raise GraderError(f"full isolation is required but not available: {missing} (see `grader doctor`)")
+    policy = Policy(isolate=not args.no_isolation, hide=hidden_paths(cache_root(), *hide))
+    executor = make_executor(args.executor, policy)
     try:
         yield executor
     finally:
@@ -149,7 +162,7 @@ def _grade(args, assignment=None, keep_answers=None):
     from .grade import grade
 
     assignment = assignment or _assignment_for(args.notebook, args.assignment)
-    with _executor(args) as executor:
+    with _executor(args, args.notebook.resolve().parent) as executor:
         return grade(args.notebook, assignment, executor=executor, keep_answers=keep_answers,
                      cell_timeout=args.cell_timeout, notebook_timeout=args.notebook_timeout)
 
@@ -199,7 +212,8 @@ def cmd_batch(args) -> int:
 
     assignment = load_assignment(args.assignment)
     total = len(find_submissions(args.submissions))
-    with batch_progress(Console(stderr=True), total) as on_result, _executor(args) as executor:
+    with batch_progress(Console(stderr=True), total) as on_result, \
+            _executor(args, args.submissions.resolve(), args.out.resolve()) as executor:
         summary = grade_batch(args.submissions, assignment, args.out, executor=executor, jobs=args.jobs,
                               force=args.force, keep_answers=args.keep_answers, cell_timeout=args.cell_timeout,
                               notebook_timeout=args.notebook_timeout, scheduler=args.scheduler, on_result=on_result)
@@ -294,6 +308,24 @@ def cmd_validate(args) -> int:
         if t.status == "passed":
             print(f"  passes without any work: {t.name}")
     return 0 if ok_solution and ok_template else 1
+
+
+def cmd_doctor(args) -> int:
+    from .sandbox import FULL, Limits, probe
+
+    caps = probe()
+    print(f"isolation: {caps.level}")
+    for name, ok in [("root", caps.root), ("namespaces (mount, network, pid, ipc, uts)", caps.namespaces),
+                     ("cgroup v1 memory controller", caps.cgroup_memory), ("cgroup v1 pids controller", caps.cgroup_pids)]:
+        print(f"  {'ok     ' if ok else 'missing'} {name}")
+    limits = Limits()
+    print(f"limits per submission: {limits.memory_mb} MB memory, {limits.max_processes} processes/threads, "
+          f"{limits.cpu_seconds} s CPU, {limits.file_size_mb} MB per file, {limits.scratch_mb} MB scratch, "
+          f"{limits.open_files} open files")
+    if caps.level != FULL:
+        print("without full isolation a submission could read the solution or other results, or exhaust the machine; "
+              "grade as root on Linux with cgroup v1, or pass --require-isolation to refuse")
+    return 0 if caps.level == FULL else 1
 
 
 def cmd_schema(args) -> int:

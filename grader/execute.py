@@ -96,13 +96,18 @@ EXECUTOR_NAMES = ("warm", "kernel")
 
 def make_executor(name: str, policy: Policy | None = None) -> Executor:
     """``warm``: forked from a parent that already imported TensorFlow (fast);
-    ``kernel``: a fresh Jupyter kernel per notebook (the reference)."""
+    ``kernel``: a fresh Jupyter kernel per notebook (the reference).  Without
+    a policy, students' code is sandboxed with the defaults."""
+    if policy is None:
+        from .references import cache_root
+
+        policy = Policy(hide=sandbox.hidden_paths(cache_root()))
     if name == "kernel":
         return KernelExecutor(policy=policy)
     if name == "warm":
         from .warm import WarmExecutor
 
-        return WarmExecutor(policy=policy) if policy is not None else WarmExecutor()
+        return WarmExecutor(policy=policy) if "policy" in WarmExecutor.__init__.__code__.co_varnames else WarmExecutor()
     raise ValueError(f"unknown executor {name!r}; choose from {', '.join(EXECUTOR_NAMES)}")
 
 

@@ -56,6 +56,11 @@ def grade(
         sub = read_submission(path, int(assignment.spec.limits.max_notebook_mb * 2**20))
     except InvalidSubmission as exc:
         return invalid_result(path, assignment, str(exc), executor.name, time.monotonic() - start)
+    cells = len(sub.notebook.cells)
+    if cells > assignment.spec.limits.max_cells:
+        reason = (f"{path.name}: the notebook has {cells} cells, more than the {assignment.spec.limits.max_cells} allowed; "
+                  "remove the cells you added")
+        return invalid_result(path, assignment, reason, executor.name, time.monotonic() - start)
     plan = plan_execution(sub, assignment.spec, assignment.data_files, cell_timeout, notebook_timeout)
     with scratch_folder(getattr(executor, "policy", None)) as tmp:
         workdir = prepare_workdir(plan, tmp)

@@ -29,6 +29,7 @@ class Limits(_Strict):
     notebook_timeout: float = Field(300.0, gt=0, description="seconds the whole notebook may run")
     max_answer_mb: float = Field(64.0, gt=0, description="largest captured answer accepted, in MiB")
     max_notebook_mb: float = Field(50.0, gt=0, description="largest submission file accepted, in MiB")
+    max_cells: int = Field(1000, gt=0, description="most cells a submission may have")
 
 
 class Tolerance(_Strict):

@@ -37,10 +37,14 @@ def test_grade_prints_result_json_valid_against_schema(capsys, references):
     jsonschema.validate(result, json.loads(schema_out))
 
 
-def test_check_names_the_mistake_and_exits_1_below_full_marks(capsys, references):
+def test_check_names_the_mistake_and_exits_1_below_full_marks(capsys, references, tmp_path):
     # no --assignment: taken from the notebook's metadata
-    code, out, _ = run_cli(capsys, "check", FIXTURES / "swapped_strides.ipynb")
+    html = tmp_path / "feedback.html"
+    code, out, _ = run_cli(capsys, "check", FIXTURES / "swapped_strides.ipynb", "--html", html)
     assert code == 1
+    assert f"Feedback with pictures: {html}" in out
+    page = html.read_text()
+    assert "The strides are swapped" in page and page.count("data:image/png;base64,") >= 3
     assert "5 / 10 points" in out
     assert "✗ Exercise 2: random_output has shape (1, 255, 510, 1)" in out
     assert "The strides are swapped" in out
@@ -48,7 +52,7 @@ def test_check_names_the_mistake_and_exits_1_below_full_marks(capsys, references
 
 
 def test_check_of_an_unreadable_file_explains_it(capsys, references):
-    code, out, _ = run_cli(capsys, "check", FIXTURES / "truncated_json.ipynb", "--assignment", "conv2d")
+    code, out, _ = run_cli(capsys, "check", FIXTURES / "truncated_json.ipynb", "--assignment", "conv2d", "--no-html")
     assert code == 1
     assert "looks truncated" in out
 
