@@ -111,11 +111,21 @@ def make_executor(name: str, policy: Policy | None = None) -> Executor:
     raise ValueError(f"unknown executor {name!r}; choose from {', '.join(EXECUTOR_NAMES)}")
 
 
+# Inherited from the grader's environment: how to find programs and the Python
+# package, locale, and numeric-library tuning.  Nothing else: the grader's
+# environment may hold tokens (GRADER_LTI_TOKEN) and paths students must not see.
+INHERITED = ("PATH", "PYTHONPATH", "LANG", "LANGUAGE", "TZ")
+INHERITED_PREFIXES = ("LC_", "OMP_", "OPENBLAS_", "MKL_", "TF_")
+
+
 def student_environment(workdir: Workdir) -> dict[str, str]:
-    """Environment of the student's process: quiet TensorFlow, no GUI, and no
-    IPython profile of the machine's user."""
-    env = dict(os.environ)
+    """Environment of the student's process: an allow-list of the grader's,
+    quiet TensorFlow, no GUI, no IPython profile of the machine's user, and a
+    home in the scratch folder."""
+    env = {k: v for k, v in os.environ.items() if k in INHERITED or k.startswith(INHERITED_PREFIXES)}
     env.update(
+        HOME=str(workdir.cwd),
+        TMPDIR="/tmp",
         TF_CPP_MIN_LOG_LEVEL="3",
         PYTHONWARNINGS="ignore",
         IPYTHONDIR=str(workdir.root / "ipython"),
