@@ -10,12 +10,12 @@ from importlib import import_module
 __all__ = [
     "grade", "grade_batch", "load_assignment", "Result", "TestResult",
     "GraderError", "AssignmentNotFound", "SpecError", "SolutionError",
-    "InvalidSubmission", "ExecutorError", "ResultsError", "KernelExecutor",
+    "InvalidSubmission", "ExecutorError", "ResultsError", "KernelExecutor", "WarmExecutor",
 ]
 
 _WHERE = {
     "grade": "grade", "grade_batch": "batch", "load_assignment": "assignment",
-    "Result": "result", "TestResult": "result", "KernelExecutor": "execute",
+    "Result": "result", "TestResult": "result", "KernelExecutor": "execute", "WarmExecutor": "warm",
     **{name: "errors" for name in ("GraderError", "AssignmentNotFound", "SpecError", "SolutionError",
                                    "InvalidSubmission", "ExecutorError", "ResultsError")},
 }

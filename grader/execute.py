@@ -107,7 +107,7 @@ def make_executor(name: str, policy: Policy | None = None) -> Executor:
     if name == "warm":
         from .warm import WarmExecutor
 
-        return WarmExecutor(policy=policy) if "policy" in WarmExecutor.__init__.__code__.co_varnames else WarmExecutor()
+        return WarmExecutor(policy=policy)
     raise ValueError(f"unknown executor {name!r}; choose from {', '.join(EXECUTOR_NAMES)}")
 
 

@@ -23,12 +23,24 @@ Three processes, two kinds of channel, JSON messages only (no pickle):
   when the student's own processes keep the socket open.
 
 Timeouts, interrupts and what "stopped" means follow
-:class:`grader.execute.KernelExecutor`, the reference executor.
+:class:`grader.execute.KernelExecutor`, the reference executor.  Several
+submissions may run at a time (one child each); a sweep only touches the
+finished submission's session and orphans of no running submission.  With a
+sandbox policy the child calls :func:`grader.sandbox.enter` right after the
+fork: the notebook runs in its isolated grandchild (same session and process
+group, so interrupts and kills still reach it), and the pidfd watches the
+sandbox's supervising process, which exits when the grandchild does.
+
+Known differences from a kernel: the student's stdout goes to the log (a kernel
+sends it to the notebook); ``%matplotlib <gui>`` is accepted and shows nothing;
+there is no ipykernel object (``get_ipython().kernel``, comms, widgets).
 """
 
 from __future__ import annotations
 
+import builtins
 import ctypes
+import itertools
 import json
 import os
 import select
@@ -45,15 +57,17 @@ import weakref
 from pathlib import Path
 
 from .errors import ExecutorError
-from .execute import (FINAL_POINT, CellRun, ExecutionRecord, Workdir, _tail, _whole_seconds, clean_text,
-                      point_name, student_environment)
+from .execute import (FINAL_POINT, CellRun, ExecutionRecord, Workdir, _tail, _whole_seconds, clean_text, finish_record,
+                      isolation_label, point_name, student_environment)
 from .notebook import ExecutionPlan
+from .sandbox import Policy, student_uid
 
 PACKAGE_PARENT = Path(__file__).resolve().parents[1]  # where ``python -m grader.warm`` finds the package
 LOG_NAME = "kernel.log"
 DIED = ("died", "DeadKernelError", "the kernel process died (crash, os._exit or killed)")
 VALUE_LIMIT = 2000  # characters of an exception's value sent back by the child
 PR_SET_CHILD_SUBREAPER = 36
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 
 
 class _Closed(Exception):
@@ -61,7 +75,7 @@ class _Closed(Exception):
 
 
 class _ZygoteLost(Exception):
-    """The zygote (or a child it just forked) failed: start a new one and retry."""
+    """The zygote died or stopped answering: start a new one and retry."""
 
 
 # --------------------------------------------------------------------------- grader side
@@ -70,19 +84,22 @@ class _ZygoteLost(Exception):
 class WarmExecutor:
     """Runs each notebook in a fresh child forked from a preloaded zygote.
 
-    Same contract as :class:`~grader.execute.KernelExecutor`.  The zygote is
-    started on the first :meth:`run`, shared by every later run (several may
-    run at a time, from threads) and restarted when it died; the submission
-    is then retried once.  Call :meth:`close`, or use the executor as a
-    context manager, to stop it."""
+    Same contract as :class:`~grader.execute.KernelExecutor`, sandbox
+    included: with a ``policy`` each child enters :func:`grader.sandbox.enter`
+    right after the fork.  The zygote is started on the first :meth:`run`,
+    shared by every later run (several may run at a time, from threads) and
+    restarted when it died; the submission is then retried once.  Call
+    :meth:`close`, or use the executor as a context manager, to stop it."""
 
     name = "warm"
 
-    def __init__(self, start_timeout: float = 120.0, interrupt_grace: float = 5.0):
+    def __init__(self, policy: Policy | None = None, start_timeout: float = 120.0, interrupt_grace: float = 5.0):
+        self.policy = policy  # the sandbox for the student's process; None: no isolation
         self.start_timeout = start_timeout  # seconds the zygote may take to import everything
         self.interrupt_grace = interrupt_grace  # seconds an interrupted cell has to answer
         self._zygote: _Zygote | None = None
         self._lock = threading.Lock()  # guards starting and replacing the zygote
+        self._slots = itertools.count()  # a student uid per submission (distinct while running together)
 
     def __enter__(self) -> WarmExecutor:
         return self
@@ -118,11 +135,12 @@ class WarmExecutor:
         start = time.monotonic()
         log_path = workdir.root / LOG_NAME
         try:
-            child = _Child.fork(zygote, workdir, log_path, self.start_timeout)
+            child = _Child.fork(zygote)
         except _ZygoteLost:
             self._forget(zygote)
             raise
         try:
+            child.set_up(workdir, log_path, self._sandbox(), self.start_timeout)
             record = self._drive(child, plan, workdir, start)
         finally:
             child.kill()
@@ -131,14 +149,17 @@ class WarmExecutor:
             except _ZygoteLost:
                 self._forget(zygote)  # the record stands; the next run starts a new zygote
         record.seconds = time.monotonic() - start
-        ran = {c.cell_index for c in record.cells}
-        record.cells.extend(CellRun(s.cell_index, "not_run") for s in plan.steps if s.cell_index not in ran)
-        record.log = _tail(log_path)
+        finish_record(record, plan, workdir, self.policy)
         return record
+
+    def _sandbox(self) -> dict | None:
+        if self.policy is None:
+            return None
+        return {"policy": self.policy.to_json(), "uid": student_uid(next(self._slots))}
 
     def _drive(self, child: _Child, plan: ExecutionPlan, workdir: Workdir, start: float) -> ExecutionRecord:
         """Run the units one by one with the kernel executor's timeout rules."""
-        record = ExecutionRecord(executor=self.name)
+        record = ExecutionRecord(executor=self.name, isolation=isolation_label(self.policy))
         deadline = start + plan.notebook_timeout
         for role, message in _units(plan, workdir):
             remaining = deadline - time.monotonic()
@@ -209,9 +230,9 @@ class _Zygote:
         try:
             with open(self.output, "wb") as out:
                 self.process = subprocess.Popen(
-                    [sys.executable, "-m", __name__, str(theirs.fileno())], pass_fds=[theirs.fileno()],
-                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=PACKAGE_PARENT, env=env,
-                    start_new_session=True)  # a Ctrl-C at the grader's terminal is not for it
+                    [sys.executable, "-m", __name__, str(theirs.fileno()), str(self.scratch)],
+                    pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                    cwd=PACKAGE_PARENT, env=env, start_new_session=True)  # a Ctrl-C at the grader's terminal is not for it
         except OSError as exc:
             self._cleanup()
             raise ExecutorError(f"the warm executor's parent process could not be started: {exc}") from None
@@ -248,8 +269,7 @@ class _Zygote:
             return self._receive(30.0)
 
     def _receive(self, timeout: float) -> dict:
-        ready, _, _ = select.select([self.control], [], [], timeout)
-        if not ready:
+        if not _readable([self.control.fileno()], timeout):
             raise _ZygoteLost(f"the parent process did not answer within {timeout:g} s")
         try:
             return json.loads(self.control.recv(1 << 16))  # b"" (end of file) is not JSON either
@@ -287,8 +307,7 @@ class _Child:
             self.pidfd = None  # no pidfds: a death is seen as the socket's end of file
 
     @classmethod
-    def fork(cls, zygote: _Zygote, workdir: Workdir, log_path: Path, timeout: float) -> _Child:
-        """A child set up for ``workdir`` and ready for its first cell."""
+    def fork(cls, zygote: _Zygote) -> _Child:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             pid = zygote.fork(theirs)
@@ -298,17 +317,20 @@ class _Child:
         finally:
             theirs.close()
         ours.settimeout(30.0)  # bounds a send to a child that stopped reading
-        child = cls(pid, _Channel(ours))
+        return cls(pid, _Channel(ours))
+
+    def set_up(self, workdir: Workdir, log_path: Path, sandbox: dict | None, timeout: float) -> None:
+        """Give the child its working directory, environment, log and sandbox;
+        wait until its shell is ready for the first cell."""
         try:
-            child.channel.send({"cwd": str(workdir.cwd), "env": student_environment(workdir), "log": str(log_path)})
-            reply = child.channel.receive(timeout, child.watch)
+            self.channel.send({"root": str(workdir.root), "cwd": str(workdir.cwd), "env": student_environment(workdir),
+                               "log": str(log_path), "sandbox": sandbox})
+            reply = self.channel.receive(timeout, self.watch)
         except (_Closed, OSError):
             reply = None
         if not reply or "ready" not in reply:
-            child.kill()
-            reason = reply.get("error") if reply else "it exited or did not answer"
-            raise _ZygoteLost(f"a forked child could not be set up: {reason}; see {log_path.name}: {_tail(log_path, 600)}")
-        return child
+            raise ExecutorError(f"the warm executor's child process could not be set up; {log_path.name} ends with: "
+                                f"{_tail(log_path, 600).strip() or '(nothing)'}")
 
     @property
     def watch(self) -> list[int]:
@@ -366,10 +388,10 @@ class _Channel:
         deadline = None if timeout is None else time.monotonic() + timeout
         while b"\n" not in self.buffer:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            ready, _, _ = select.select([self.sock, *watch], [], [], left)
+            ready = _readable([self.sock.fileno(), *watch], left)
             if not ready:
                 return None
-            if self.sock not in ready:
+            if self.sock.fileno() not in ready:
                 raise _Closed("the process exited")
             data = self.sock.recv(1 << 16)
             if not data:
@@ -385,14 +407,24 @@ class _Channel:
         self.sock.close()
 
 
+def _readable(fds: list[int], timeout: float | None) -> set[int]:
+    """Those of ``fds`` ready to read (or at end of file) within ``timeout`` seconds."""
+    poller = select.poll()  # not select(): no limit on descriptor numbers
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    return {fd for fd, _ in poller.poll(None if timeout is None else timeout * 1000)}
+
+
 # --------------------------------------------------------------------------- zygote side
 
 
-def _zygote_main(fd: int) -> None:
-    """Entry point of ``python -m grader.warm FD``: preload, then serve fork
-    and sweep requests until the grader closes the socket."""
+def _zygote_main(fd: int, scratch: str) -> None:
+    """Entry point of ``python -m grader.warm FD SCRATCH``: preload, then serve
+    fork and sweep requests until the grader closes the socket; then remove
+    the scratch folder (the grader may have died without doing it)."""
     control = socket.socket(fileno=fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         _preload()
         _become_subreaper()
@@ -402,6 +434,7 @@ def _zygote_main(fd: int) -> None:
         return
     control.send(json.dumps({"ready": os.getpid()}).encode())
     _serve(control)
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _preload() -> None:
@@ -410,20 +443,21 @@ def _preload() -> None:
     import gc
 
     import matplotlib
-    import numpy  # noqa: F401
 
     matplotlib.use("Agg")
-    import keras  # noqa: F401
-    import keras.layers  # noqa: F401
-    import keras.models  # noqa: F401
+    import IPython.core.interactiveshell  # noqa: F401
     import matplotlib.pyplot  # noqa: F401
     import matplotlib_inline.backend_inline  # noqa: F401
+    import numpy  # noqa: F401
+    import pexpect  # noqa: F401  (IPython runs shell escapes, !cmd, through it)
     import tensorflow  # noqa: F401
+    import tensorflow.keras.layers  # noqa: F401  (what notebooks import: keras 3 behind TensorFlow's name)
+    import tensorflow.keras.models  # noqa: F401
     import traitlets.config  # noqa: F401
-    from IPython.core import interactiveshell  # noqa: F401
 
-    from . import capture  # noqa: F401
+    from . import capture, sandbox  # noqa: F401  (capture: imported once, for every child)
 
+    sandbox.probe()  # cached: children do not fork again to find out
     gc.collect()
     gc.freeze()  # children do not copy pages just to scan the preloaded objects
 
@@ -438,26 +472,31 @@ def _become_subreaper() -> None:
 
 
 def _serve(control: socket.socket) -> None:
+    """Answer requests, one at a time, until the grader is gone (end of file,
+    or SIGTERM); then kill whatever is left."""
     running: set[int] = set()  # children whose submission is not finished
-    while True:
-        try:
+    try:
+        while True:
             data, fds, _, _ = socket.recv_fds(control, 1 << 16, 4)
-        except OSError:
-            break
-        if not data:
-            break
-        request = json.loads(data)
-        if request.get("fork") and len(fds) == 1:
-            pid = _fork_child(control, fds[0])
-            running.add(pid)
-            reply = {"pid": pid}
-        else:
-            for fd in fds:
-                os.close(fd)
-            running.discard(request.get("sweep"))
-            reply = {"swept": _sweep(request.get("sweep"), running)}
-        control.send(json.dumps(reply).encode())
-    _sweep(None, set())  # the grader is gone: nothing may outlive it
+            if not data:
+                break
+            control.send(json.dumps(_answer(json.loads(data), fds, control, running)).encode())
+    except (OSError, SystemExit):
+        pass
+    finally:
+        _sweep(None, set())  # nothing may outlive the grader
+
+
+def _answer(request: dict, fds: list[int], control: socket.socket, running: set[int]) -> dict:
+    """Fork a child for the socket passed along, or sweep a finished one."""
+    if request.get("fork") and len(fds) == 1:
+        pid = _fork_child(control, fds[0])
+        running.add(pid)
+        return {"pid": pid}
+    for fd in fds:
+        os.close(fd)
+    running.discard(request.get("sweep"))
+    return {"swept": _sweep(request.get("sweep"), running)}
 
 
 def _fork_child(control: socket.socket, fd: int) -> int:
@@ -539,16 +578,22 @@ def _on_sigint(signum, frame):
 
 def _child_main(fd: int) -> None:
     """A fresh submission's process: own session, the workdir, the student's
-    environment, stdout and stderr to the log; then one unit per message."""
+    environment, stdout and stderr to the log, the sandbox (which forks: the
+    rest runs in its isolated grandchild); then one unit per message."""
     os.setsid()
     signal.signal(signal.SIGINT, _on_sigint)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     channel = _Channel(socket.socket(fileno=fd))
     setup = channel.receive()
     _redirect_output(setup["log"])
     os.chdir(setup["cwd"])
     os.environ.clear()
     os.environ.update(setup["env"])
-    sys.path[0] = ""  # as in a kernel: the working directory, not the zygote's
+    if setup["sandbox"]:
+        from .sandbox import Policy, enter
+
+        enter(Policy.from_json(setup["sandbox"]["policy"]), Path(setup["root"]), setup["sandbox"]["uid"])
+    _set_path()
     shell = _make_shell()
     channel.send({"ready": os.getpid()})
     pid = os.getpid()
@@ -565,6 +610,15 @@ def _child_main(fd: int) -> None:
         channel.send(reply)
 
 
+def _set_path() -> None:
+    """sys.path as in a kernel: without the zygote's directory, with the
+    working directory ('') just before site-packages (as IPython puts it)."""
+    if sys.path and sys.path[0] == str(PACKAGE_PARENT):  # put there by ``python -m``
+        del sys.path[0]
+    index = next((i for i, p in enumerate(sys.path) if Path(p).name in ("site-packages", "dist-packages")), 0)
+    sys.path.insert(index, "")
+
+
 def _redirect_output(path: str) -> None:
     log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     null = os.open(os.devnull, os.O_RDONLY)
@@ -577,23 +631,33 @@ def _redirect_output(path: str) -> None:
 
 def _make_shell():
     """An IPython shell as a notebook has it: history in memory, no colours,
-    matplotlib's inline backend active (ipykernel's default)."""
-    from IPython.core.error import UsageError
+    matplotlib's inline backend active (ipykernel's default), no stdin."""
     from IPython.core.interactiveshell import InteractiveShell
     from traitlets.config import Config
 
     class NotebookShell(InteractiveShell):
+        """What ipykernel's shell adds that notebooks rely on, and no more."""
+
         def enable_gui(self, gui=None):
-            # The bare shell refuses every GUI, even none; inline needs none.
-            if gui not in (None, "inline"):
-                raise UsageError(f"the {gui!r} GUI event loop is not available when grading; use %matplotlib inline")
+            pass  # figures are never shown while grading; the bare shell refuses even inline
+
+        def ask_exit(self):
+            pass  # exit() asks the notebook's front end to close; nbclient ignores it too
 
     config = Config()
     config.HistoryManager.hist_file = ":memory:"
     config.InteractiveShell.colors = "nocolor"
     shell = NotebookShell.instance(config=config)
-    shell.enable_matplotlib("inline")
+    shell.enable_matplotlib(INLINE_BACKEND)
+    builtins.input = _no_input
     return shell
+
+
+def _no_input(prompt=""):
+    """``input()`` as a notebook graded by nbclient answers it."""
+    from IPython.core.error import StdinNotImplementedError
+
+    raise StdinNotImplementedError("raw_input was called, but this frontend does not support input requests.")
 
 
 def _run_unit(shell, message: dict) -> dict:
@@ -626,4 +690,4 @@ def _safe_str(value) -> str:
 
 
 if __name__ == "__main__":
-    _zygote_main(int(sys.argv[1]))
+    _zygote_main(int(sys.argv[1]), sys.argv[2])
