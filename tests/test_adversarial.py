@@ -1,0 +1,265 @@
+"""Untrusted submissions: the adversarial corpus (tests/files/adversarial/,
+named by attack) graded in one batch mixed with correct submissions.
+
+For every attack: the batch finishes, the correct submissions keep full marks,
+the attacker gets a result with a clear reason and only the credit of the
+answers it really captured, nothing outside its scratch folder changes, no
+process of it survives, and the grader's memory stays bounded.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+from pathlib import Path
+
+import psutil
+import pytest
+
+from grader.batch import grade_batch
+from grader.execute import make_executor
+from grader.references import cache_root
+from grader.result import Result
+from grader.sandbox import FULL, Policy, hidden_paths, probe
+
+from conftest import FIXTURES, ROOT
+
+CORPUS = ROOT / "tests" / "files" / "adversarial"
+FULL_ISOLATION = probe().level == FULL
+needs_isolation = pytest.mark.skipif(not FULL_ISOLATION, reason=f"needs full isolation: {probe().missing}")
+
+# attack -> (score, text that must appear in the result's errors or output; "" for none)
+EXPECTED = {
+    "infinite_loop": (10, "timed out"),
+    "loop_ignoring_sigint": (4, "stopped responding"),
+    "os_exit_midway": (4, "the kernel died"),
+    "sys_exit_midway": (10, "SystemExit"),
+    "segfault_midway": (4, "the kernel died"),
+    "kill_parent": (10, ""),
+    "kill_process_group": (10, ""),
+    "kill_every_process": (10, ""),
+    "fork_bomb_bounded": (10, "Resource temporarily unavailable"),
+    "memory_bomb": (4, "more than its 3072 MB of memory"),
+    "fill_disk": (10, "File too large"),
+    "output_flood": (10, ""),
+    "read_solution_by_path": (10, "No such file or directory"),
+    "search_filesystem": (10, ""),
+    "network_connection": (10, ""),
+    "background_processes": (10, ""),
+    "monkeypatch_numpy_and_builtins": (8, ""),
+    "object_that_equals_everything": (7, "cannot be converted to an array"),
+    "tamper_with_capture": (10, ""),  # kernel: the final capture fails (answers came earlier); warm: no effect
+    "non_utf8_bytes": (0, "is not UTF-8 text"),
+    "deeply_nested_json": (0, "nested too deeply"),
+    "nbformat_v3": (10, ""),
+    # made by the test (see make_dynamic_attacks)
+    "huge_submission_file": (0, "more than the 50 MiB allowed"),
+    "ten_thousand_cells": (0, "more than the 1000 allowed"),
+    "symlink_to_a_secret": (0, "symbolic link"),
+    "write_into_results": (10, "Permission denied|No such file or directory|Read-only"),
+    "..": (10, ""),
+    "name with spaces": (10, ""),
+    "ünïcødé-名前": (10, ""),
+}
+CORRECT = ["correct_a", "correct_b", "correct_c"]
+
+
+def make_dynamic_attacks(folder: Path, out: Path, secret: Path) -> None:
+    import nbformat
+
+    solution = nbformat.read(ROOT / "solutions/conv2d/conv2d.ipynb", as_version=4)
+    huge = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1", outputs=[
+        nbformat.v4.new_output("stream", name="stdout", text="y" * (100 * 2**20))])])
+    nbformat.write(huge, folder / "huge_submission_file.ipynb")
+    many = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(f"x = {i}") for i in range(10_000)])
+    nbformat.write(many, folder / "ten_thousand_cells.ipynb")
+    (folder / "symlink_to_a_secret.ipynb").symlink_to(secret)
+    attack = solution.copy()
+    attack.cells = list(solution.cells) + [nbformat.v4.new_code_cell(
+        f"import glob\nfor path in glob.glob({str(out)!r} + '/*.json') + [{str(out / 'correct_a.json')!r}]:\n"
+        f"    with open(path, 'w') as f:\n        f.write('{{\"score\": 10}}')\n"
+        f"    raise RuntimeError('LEAK: overwrote ' + path)")]
+    nbformat.write(attack, folder / "write_into_results.ipynb")
+    for name in ("..", "name with spaces", "ünïcødé-名前"):
+        shutil.copy(FIXTURES / "correct.ipynb", folder / f"{name}.ipynb")
+
+
+def tree_digest(*folders: Path) -> str:
+    h = hashlib.sha256()
+    for folder in folders:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and not path.is_symlink():
+                h.update(str(path).encode() + path.read_bytes())
+    return h.hexdigest()
+
+
+def leftovers() -> list[str]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if "sleep 600.25" in cmd or "sleep 600.75" in cmd:
+            found.append(f"{proc.pid}: {cmd}")
+    return found
+
+
+class Listener:
+    """A TCP server on 127.0.0.1 that counts connections (none must arrive)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.sock.settimeout(0.2)
+        self.connections = 0
+        self.running = True
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        while self.running:
+            try:
+                conn, _ = self.sock.accept()
+                self.connections += 1
+                conn.close()
+            except OSError:
+                continue
+
+    def close(self):
+        self.running = False
+        self.thread.join()
+        self.sock.close()
+
+
+@needs_isolation
+@pytest.mark.parametrize("executor_name", ["warm", "kernel"])
+def test_the_whole_corpus_in_one_batch(executor_name, tmp_path, assignment, references, capsys):
+    subs, out = tmp_path / "submissions", tmp_path / "results"
+    subs.mkdir()
+    out.mkdir()
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the grader's secret")
+    for path in CORPUS.glob("*.ipynb"):
+        shutil.copy(path, subs / path.name)
+    make_dynamic_attacks(subs, out, secret)
+    for name in CORRECT:
+        shutil.copy(FIXTURES / "correct.ipynb", subs / f"{name}.ipynb")
+    protected = [ROOT / "solutions", ROOT / "assignments", cache_root()]
+    before = tree_digest(*protected)
+    listener = Listener()
+    rss_before = psutil.Process().memory_info().rss
+    policy = Policy(hide=hidden_paths(cache_root(), subs, out))
+    executor = make_executor(executor_name, policy)
+    try:
+        summary = grade_batch(subs, assignment, out, executor=executor, jobs=2, cell_timeout=10)
+    finally:
+        getattr(executor, "close", lambda: None)()
+        listener.close()
+    rss_growth_mb = (psutil.Process().memory_info().rss - rss_before) / 2**20
+
+    results = {Path(name).stem: result for name, result in summary.results.items()}
+    assert set(results) == set(EXPECTED) | set(CORRECT)
+    lost = [name for name, result in results.items() if result is None]
+    contained = []
+    for name, (score, reason) in EXPECTED.items():
+        result = results[name]
+        text = result.output + "\n".join(result.errors) + "\n".join(t.output for t in result.tests)
+        assert "LEAK" not in text, f"{name}: {text}"
+        assert result.score == score, f"{name}: {result.output}"
+        if reason:
+            assert any(r in text for r in reason.split("|")), f"{name}: {reason!r} not in {text}"
+        if result.status == "graded":
+            assert result.isolation.startswith("full"), result.isolation
+        contained.append(name)
+    for name in CORRECT:
+        assert results[name].score == 10 and results[name].status == "graded"
+    on_disk = {p.name: Result.model_validate_json(p.read_text()).score for p in out.glob("correct_*.json")}
+    assert on_disk == {f"{n}.json": 10 for n in CORRECT}  # nobody overwrote another student's result
+    assert tree_digest(*protected) == before  # solutions, specs and cached references unchanged
+    assert secret.read_text() == "the grader's secret"
+    assert leftovers() == []
+    assert listener.connections == 0
+    assert rss_growth_mb < 400, f"the grader grew by {rss_growth_mb:.0f} MB"
+    with capsys.disabled():
+        print(f"\n[{executor_name}] attacks tried: {len(EXPECTED)}, contained: {len(contained)}, "
+              f"results lost: {len(lost)}; correct submissions at full marks: {len(CORRECT)}/{len(CORRECT)}; "
+              f"grader memory growth {rss_growth_mb:.0f} MB; {summary.seconds:.0f} s")
+    assert lost == []
+
+
+SAFE_WITHOUT_ISOLATION = ["output_flood", "monkeypatch_numpy_and_builtins", "object_that_equals_everything",
+                          "infinite_loop", "segfault_midway", "read_solution_by_path"]
+
+
+def test_degraded_mode_still_grades_and_says_so(tmp_path, assignment, references):
+    """--no-isolation (or a machine without namespaces): what is left is the
+    grading itself; results say no isolation was in force, and the solution is
+    then readable (which is why the default isolates)."""
+    subs, out = tmp_path / "submissions", tmp_path / "results"
+    subs.mkdir()
+    for name in SAFE_WITHOUT_ISOLATION:
+        shutil.copy(CORPUS / f"{name}.ipynb", subs / f"{name}.ipynb")
+    shutil.copy(FIXTURES / "correct.ipynb", subs / "correct.ipynb")
+    executor = make_executor("warm", Policy(isolate=False))
+    try:
+        summary = grade_batch(subs, assignment, out, executor=executor, jobs=2, cell_timeout=10)
+    finally:
+        executor.close()
+    results = {Path(n).stem: r for n, r in summary.results.items()}
+    assert {n: r.score for n, r in results.items()} == {
+        "output_flood": 10, "monkeypatch_numpy_and_builtins": 8, "object_that_equals_everything": 7,
+        "infinite_loop": 10, "segfault_midway": 4, "read_solution_by_path": 10, "correct": 10}
+    assert all(r.isolation.startswith("none") for r in results.values())
+    assert any("LEAK: read" in e for e in results["read_solution_by_path"].errors)
+
+
+def test_require_isolation_refuses_without_it(capsys):
+    from grader.cli import main
+
+    code = main(["grade", str(FIXTURES / "correct.ipynb"), "--no-isolation", "--require-isolation"])
+    assert code == 3
+    assert "full isolation is required" in capsys.readouterr().err
+
+
+def test_doctor_reports_the_isolation_level(capsys):
+    from grader.cli import main
+
+    code = main(["doctor"])
+    out = capsys.readouterr().out
+    assert f"isolation: {probe().level}" in out
+    assert code == (0 if FULL_ISOLATION else 1)
+
+
+@needs_isolation
+def test_grader_killed_mid_batch_resumes_without_loss(tmp_path, references):
+    """SIGKILL the grader (and everything it started) while it grades attacks
+    and correct notebooks; the re-run ends with every result, none twice."""
+    import signal
+    import time
+
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    for name in ("background_processes", "fork_bomb_bounded", "output_flood"):
+        shutil.copy(CORPUS / f"{name}.ipynb", subs / f"{name}.ipynb")
+    for name in CORRECT:
+        shutil.copy(FIXTURES / "correct.ipynb", subs / f"{name}.ipynb")
+    out = tmp_path / "out"
+    command = [str(ROOT / ".venv/bin/python"), "-m", "grader", "batch", str(subs), "--assignment", "conv2d",
+               "--out", str(out), "--jobs", "2"]
+    proc = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(out.glob("*.json"))) < 2:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = {p.name for p in out.glob("*.json")}
+    assert 1 <= len(done_before) < 6
+    rerun = subprocess.run(command, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    results = sorted(p.name for p in out.glob("*.json") if p.name != "summary.json")
+    assert results == sorted(f"{n}.json" for n in ["background_processes", "fork_bomb_bounded", "output_flood", *CORRECT])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["submissions"] == 6 and summary["missing_results"] == []
+    assert leftovers() == []
