@@ -190,7 +190,6 @@ class KernelExecutor:
         )
         log_path = workdir.root / "kernel.log"
         start = time.monotonic()
-        deadline = start + plan.notebook_timeout
         with open(log_path, "wb") as log:
             try:
                 ctx = client.setup_kernel(cwd=str(workdir.cwd), env=student_environment(workdir), stdout=log, stderr=log,
@@ -199,30 +198,18 @@ class KernelExecutor:
             except Exception as exc:
                 raise ExecutorError(f"the Jupyter kernel did not start: {type(exc).__name__}: {exc}") from exc
             try:
-                for index, (cell, role) in enumerate(zip(cells, roles)):
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        record.stopped = f"the notebook ran out of time ({plan.notebook_timeout:g} s for the whole notebook)"
-                        break
-                    client.timeout = _whole_seconds(min(plan.cell_timeout, remaining))
-                    t0 = time.monotonic()
+                def run_cell(unit, timeout: int):
+                    index, cell, store = unit
+                    client.timeout = timeout
                     replies.clear()
                     try:
-                        client.execute_cell(cell, index, store_history=isinstance(role, int))
-                        outcome, ename, evalue = _outcome(replies, client.timeout)
+                        client.execute_cell(cell, index, store_history=store)
                     except DeadKernelError:
-                        outcome, ename, evalue = "died", "DeadKernelError", "the kernel process died (crash, os._exit or killed)"
-                    seconds = time.monotonic() - t0
-                    if isinstance(role, int):
-                        record.cells.append(CellRun(role, outcome, seconds, ename, evalue))
-                    elif outcome != "ok":
-                        record.capture_errors.append(f"capturing answers ({role}) failed: {ename}: {evalue}")
-                    if outcome == "died":
-                        record.stopped = "the kernel died"
-                        break
-                    if outcome == "timeout" and not self._responds(client, replies):
-                        record.stopped = "the kernel stopped responding after a cell timed out"
-                        break
+                        return DIED
+                    return _outcome(replies, timeout)
+
+                units = [(role, (i, cell, isinstance(role, int))) for i, (cell, role) in enumerate(zip(cells, roles))]
+                run_units(record, units, plan, start, run_cell, lambda: self._responds(client, replies))
             finally:
                 try:
                     ctx.__exit__(None, None, None)
@@ -267,6 +254,38 @@ class KernelExecutor:
         except DeadKernelError:
             return False
         return _outcome(replies, client.timeout)[0] == "ok"
+
+
+DIED = ("died", "DeadKernelError", "the kernel process died (crash, os._exit or killed)")
+
+
+def run_units(record: ExecutionRecord, units, plan: ExecutionPlan, start: float, run_unit, recovers) -> None:
+    """The rules every executor follows, in one place.  ``units`` are
+    ``(role, unit)`` pairs, role being a student cell's index or a capture
+    point's name; ``run_unit(unit, timeout)`` returns (status, ename, evalue);
+    ``recovers()`` says whether the process answers again after a timeout.
+
+    Each unit may run ``cell_timeout`` seconds, all of them together
+    ``notebook_timeout``; execution stops when the process dies, stops
+    answering after an interrupted cell, or the notebook's time is up."""
+    deadline = start + plan.notebook_timeout
+    for role, unit in units:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            record.stopped = f"the notebook ran out of time ({plan.notebook_timeout:g} s for the whole notebook)"
+            break
+        t0 = time.monotonic()
+        outcome, ename, evalue = run_unit(unit, _whole_seconds(min(plan.cell_timeout, remaining)))
+        if isinstance(role, int):
+            record.cells.append(CellRun(role, outcome, time.monotonic() - t0, ename, evalue))
+        elif outcome != "ok":
+            record.capture_errors.append(f"capturing answers ({role}) failed: {ename}: {evalue}")
+        if outcome == "died":
+            record.stopped = "the kernel died"
+            break
+        if outcome == "timeout" and not recovers():
+            record.stopped = "the kernel stopped responding after a cell timed out"
+            break
 
 
 def isolation_label(policy: Policy | None) -> str:

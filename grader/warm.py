@@ -57,14 +57,13 @@ import weakref
 from pathlib import Path
 
 from .errors import ExecutorError
-from .execute import (FINAL_POINT, CellRun, ExecutionRecord, Workdir, _tail, _whole_seconds, clean_text, finish_record,
-                      isolation_label, point_name, student_environment)
+from .execute import (DIED, FINAL_POINT, ExecutionRecord, Workdir, _tail, clean_text,
+                      finish_record, isolation_label, point_name, run_units, student_environment)
 from .notebook import ExecutionPlan
 from .sandbox import Policy, student_uid
 
 PACKAGE_PARENT = Path(__file__).resolve().parents[1]  # where ``python -m grader.warm`` finds the package
 LOG_NAME = "kernel.log"
-DIED = ("died", "DeadKernelError", "the kernel process died (crash, os._exit or killed)")
 VALUE_LIMIT = 2000  # characters of an exception's value sent back by the child
 PR_SET_CHILD_SUBREAPER = 36
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
@@ -160,25 +159,7 @@ class WarmExecutor:
     def _drive(self, child: _Child, plan: ExecutionPlan, workdir: Workdir, start: float) -> ExecutionRecord:
         """Run the units one by one with the kernel executor's timeout rules."""
         record = ExecutionRecord(executor=self.name, isolation=isolation_label(self.policy))
-        deadline = start + plan.notebook_timeout
-        for role, message in _units(plan, workdir):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                record.stopped = f"the notebook ran out of time ({plan.notebook_timeout:g} s for the whole notebook)"
-                break
-            t0 = time.monotonic()
-            outcome, ename, evalue = child.run(message, _whole_seconds(min(plan.cell_timeout, remaining)))
-            seconds = time.monotonic() - t0
-            if isinstance(role, int):
-                record.cells.append(CellRun(role, outcome, seconds, ename, evalue))
-            elif outcome != "ok":
-                record.capture_errors.append(f"capturing answers ({role}) failed: {ename}: {evalue}")
-            if outcome == "died":
-                record.stopped = "the kernel died"
-                break
-            if outcome == "timeout" and not child.recovers(self.interrupt_grace):
-                record.stopped = "the kernel stopped responding after a cell timed out"
-                break
+        run_units(record, _units(plan, workdir), plan, start, child.run, lambda: child.recovers(self.interrupt_grace))
         return record
 
     def _current_zygote(self) -> _Zygote:
