@@ -41,6 +41,7 @@ from __future__ import annotations
 import builtins
 import ctypes
 import itertools
+import io
 import json
 import os
 import select
@@ -67,6 +68,7 @@ LOG_NAME = "kernel.log"
 VALUE_LIMIT = 2000  # characters of an exception's value sent back by the child
 PR_SET_CHILD_SUBREAPER = 36
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+OUTPUT_LIMIT = 4 * 2**20  # characters of the student's Python output kept in the log (as the kernel executor)
 
 
 class _Closed(Exception):
@@ -567,6 +569,7 @@ def _child_main(fd: int) -> None:
     channel = _Channel(socket.socket(fileno=fd))
     setup = channel.receive()
     _redirect_output(setup["log"])
+    _cap_python_output(OUTPUT_LIMIT)
     os.chdir(setup["cwd"])
     os.environ.clear()
     os.environ.update(setup["env"])
@@ -608,6 +611,40 @@ def _redirect_output(path: str) -> None:
     os.dup2(log, 2)
     os.close(null)
     os.close(log)
+
+
+class _CappedStream(io.TextIOBase):
+    """sys.stdout / sys.stderr for the student's code: at most ``budget[0]``
+    characters in all (shared by both), then one truncation marker, as the
+    kernel executor keeps at most that much output."""
+
+    def __init__(self, stream, budget: list[int], limit: int):
+        self.stream, self.budget, self.limit = stream, budget, limit
+
+    def write(self, text: str) -> int:
+        if self.budget[0] > 0:
+            kept = text[: self.budget[0]]
+            self.budget[0] -= len(kept)
+            self.stream.write(kept)
+            if self.budget[0] <= 0:
+                self.stream.write(f"\n[grader: output truncated after {self.limit} characters]\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    @property
+    def encoding(self):
+        return self.stream.encoding
+
+
+def _cap_python_output(limit: int) -> None:
+    budget = [limit]
+    sys.stdout = _CappedStream(sys.stdout, budget, limit)
+    sys.stderr = _CappedStream(sys.stderr, budget, limit)
 
 
 def _make_shell():

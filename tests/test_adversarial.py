@@ -263,3 +263,23 @@ def test_grader_killed_mid_batch_resumes_without_loss(tmp_path, references):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["submissions"] == 6 and summary["missing_results"] == []
     assert leftovers() == []
+
+
+def test_output_flood_is_truncated_with_a_marker_by_both_executors(assignment, references, tmp_path):
+    from grader.execute import prepare_workdir
+    from grader.notebook import plan_execution, read_submission
+
+    submission = read_submission(CORPUS / "output_flood.ipynb", 2**30)
+    plan = plan_execution(submission, assignment.spec, assignment.data_files, cell_timeout=60)
+    for name in ("warm", "kernel"):
+        executor = make_executor(name, Policy(isolate=False))
+        try:
+            root = tmp_path / name
+            workdir = prepare_workdir(plan, root)
+            record = executor.run(plan, workdir)
+        finally:
+            getattr(executor, "close", lambda: None)()
+        assert all(c.status == "ok" for c in record.cells), name
+        if name == "warm":  # Python output goes to the log: capped, then the marker
+            log = (root / "kernel.log").read_text(errors="replace")
+            assert "[grader: output truncated after" in log and len(log) < 5 * 2**20
