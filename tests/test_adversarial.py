@@ -190,7 +190,7 @@ def test_the_whole_corpus_in_one_batch(executor_name, tmp_path, assignment, refe
 
 
 SAFE_WITHOUT_ISOLATION = ["output_flood", "monkeypatch_numpy_and_builtins", "object_that_equals_everything",
-                          "infinite_loop", "segfault_midway", "read_solution_by_path"]
+                          "infinite_loop", "segfault_midway", "read_solution_by_path", "memory_bomb"]
 
 
 def test_degraded_mode_still_grades_and_says_so(tmp_path, assignment, references):
@@ -210,7 +210,9 @@ def test_degraded_mode_still_grades_and_says_so(tmp_path, assignment, references
     results = {Path(n).stem: r for n, r in summary.results.items()}
     assert {n: r.score for n, r in results.items()} == {
         "output_flood": 10, "monkeypatch_numpy_and_builtins": 8, "object_that_equals_everything": 7,
-        "infinite_loop": 10, "segfault_midway": 4, "read_solution_by_path": 10, "correct": 10}
+        "infinite_loop": 10, "segfault_midway": 4, "read_solution_by_path": 10, "correct": 10,
+        "memory_bomb": 10}  # no cgroup: the address-space rlimit turns the bomb into a MemoryError
+    assert any("MemoryError" in e for e in results["memory_bomb"].errors)
     assert all(r.isolation.startswith("none") for r in results.values())
     assert any("LEAK: read" in e for e in results["read_solution_by_path"].errors)
 
