@@ -53,6 +53,10 @@ STUDENT_UID_BASE = 61000  # uids 61000..64999 are used for students, one per con
 FULL, PARTIAL, NONE = "full", "partial", "none"
 
 _libc = ctypes.CDLL(None, use_errno=True)
+# Top-level folders the student's process sees as they are; every other one
+# (/home, /root, /work, /opt, /srv, /mnt, /run, /var...) is covered by an empty
+# folder, so copies of a solution anywhere else on the machine are invisible.
+SYSTEM_DIRS = frozenset({"bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc", "dev", "proc", "sys", "tmp"})
 
 
 @dataclass(frozen=True)
@@ -226,7 +230,10 @@ def _private_filesystem(workdir_root: Path, policy: Policy) -> None:
         if os.path.isdir(tmp):
             _mount("tmpfs", tmp, "tmpfs", MS_NOSUID | MS_NODEV, f"size={policy.limits.scratch_mb}m,mode=1777")
             covered.append(Path(tmp))
-    for path in map(Path, policy.hide):
+    top_level = [p for p in Path("/").iterdir() if p.name not in SYSTEM_DIRS]
+    for path in [*top_level, *map(Path, policy.hide)]:
+        if any(path.is_relative_to(c) for c in covered):
+            continue  # already invisible
         if path.is_dir():
             _mount("tmpfs", str(path), "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
             covered.append(path)
