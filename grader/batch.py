@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from .assignment import Assignment
 from .errors import ResultsError
-from .execute import Executor, KernelExecutor
+from .execute import Executor, make_executor
 from .grade import grade, invalid_result
 from .notebook import file_digest
 from .references import load_references, reference_key
@@ -123,7 +123,7 @@ def grade_batch(
     start = time.monotonic()
     submissions = find_submissions(folder)
     prepare_out(out)
-    executor = executor or KernelExecutor()
+    executor = executor or make_executor("kernel")  # sandboxed by default: submissions are untrusted
     references = load_references(assignment)
     key = reference_key(assignment)
     todo = [s for s in submissions if force or not is_up_to_date(s, result_path(out, s), key, keep_answers and answers_path(out, s))]

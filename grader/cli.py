@@ -20,7 +20,6 @@ from pathlib import Path
 from .errors import GraderError
 
 
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -17,7 +17,7 @@ from .answers import load_answers, save_answers
 from .assignment import Assignment, load_assignment
 from .check import run_checks, score
 from .errors import InvalidSubmission
-from .execute import Executor, ExecutionRecord, KernelExecutor, prepare_workdir
+from .execute import Executor, ExecutionRecord, make_executor, prepare_workdir
 from .notebook import ExecutionPlan, file_digest, plan_execution, read_submission
 from .references import load_references, reference_key
 from .sandbox import scratch_folder
@@ -48,7 +48,7 @@ def grade(
     start = time.monotonic()
     if not isinstance(assignment, Assignment):
         assignment = load_assignment(assignment)
-    executor = executor or KernelExecutor()
+    executor = executor or make_executor("kernel")  # sandboxed by default: submissions are untrusted
     if references is None:
         references = load_references(assignment)
     path = Path(submission)
