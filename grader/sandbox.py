@@ -391,19 +391,6 @@ def read_report(workdir_root: Path) -> dict:
         return {}
 
 
-def sweep_stale_cgroups() -> None:
-    """Remove empty per-submission cgroups a killed grader left behind."""
-    for controller in ("memory", "pids"):
-        parent = CGROUP_V1 / controller / CGROUP_PARENT
-        if parent.is_dir():
-            for folder in parent.iterdir():
-                if folder.is_dir():
-                    try:
-                        folder.rmdir()
-                    except OSError:
-                        pass
-
-
 def main(argv: list[str] | None = None) -> None:
     """``python -m grader.sandbox POLICY_JSON WORKDIR UID -- COMMAND...``:
     isolate, then exec COMMAND (the kernel executor's kernel)."""
