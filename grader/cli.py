@@ -162,6 +162,7 @@ def _grade(args, assignment=None, keep_answers=None):
 
     assignment = assignment or _assignment_for(args.notebook, args.assignment)
     with _executor(args, args.notebook.resolve().parent) as executor:
+        executor.start()  # the warm executor's imports overlap with loading the references
         return grade(args.notebook, assignment, executor=executor, keep_answers=keep_answers,
                      cell_timeout=args.cell_timeout, notebook_timeout=args.notebook_timeout)
 

@@ -71,6 +71,7 @@ def grade_bytes(name: str, data: bytes | None, assignment_folder: str, executor:
 
 def _worker_state(assignment_folder: str, executor: str):
     """One assignment, executor and reference set per worker process."""
+    from .batch import single_threaded_blas
     from .execute import make_executor
     from .references import load_references
 
@@ -78,5 +79,6 @@ def _worker_state(assignment_folder: str, executor: str):
     with _lock:
         if key not in _local:
             assignment = load_assignment(assignment_folder)
+            single_threaded_blas()  # for the worker's life: it grades one submission per Dask thread
             _local[key] = (assignment, make_executor(executor), load_references(assignment))
         return _local[key]

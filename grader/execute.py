@@ -88,6 +88,9 @@ class Executor(Protocol):
     name: str
     policy: Policy | None  # the sandbox for the student's process; None: no isolation
 
+    def start(self) -> None:
+        """Begin any slow preparation in the background (run() waits for it)."""
+
     def run(self, plan: ExecutionPlan, workdir: Workdir) -> ExecutionRecord: ...
 
 
@@ -162,6 +165,9 @@ class KernelExecutor:
         self.probe_timeout = probe_timeout
         self.max_output_bytes = max_output_bytes
         self._slots = itertools.count()
+
+    def start(self) -> None:
+        pass  # each kernel starts with its notebook
 
     def run(self, plan: ExecutionPlan, workdir: Workdir) -> ExecutionRecord:
         import nbformat
