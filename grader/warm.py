@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import builtins
 import ctypes
+import importlib
+import inspect
 import itertools
 import io
 import json
@@ -69,6 +71,19 @@ VALUE_LIMIT = 2000  # characters of an exception's value sent back by the child
 PR_SET_CHILD_SUBREAPER = 36
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 OUTPUT_LIMIT = 4 * 2**20  # characters of the student's Python output kept in the log (as the kernel executor)
+# Modules that notebooks import lazily, inside the libraries, at their first
+# traceback, `%time`, `%matplotlib` or `model.predict`: imported once in the
+# zygote rather than in every child (a NameError's traceback cost a child
+# 150 ms, mostly importing stack_data).  Imports only: no code of the
+# student's kind runs before the fork.
+LAZY_IMPORTS = (
+    "stack_data", "executing", "pure_eval", "asttokens", "pygments.formatters.terminal256",
+    "pygments.styles", "pygments.console",  # IPython's tracebacks
+    "IPython.core.logger", "IPython.core.magics.pylab", "IPython.utils.timing",
+    "tensorflow.python.data.ops.concatenate_op", "tensorflow.python.data.ops.flat_map_op",
+    "tensorflow.python.data.ops.from_tensors_op", "tensorflow.python.data.ops.range_op",
+    "tensorflow.python.data.ops.zip_op",  # Keras's predict() on arrays
+)
 
 
 class _Closed(Exception):
@@ -470,6 +485,23 @@ def _preload() -> None:
     import traitlets.config  # noqa: F401
 
     from . import capture, sandbox  # noqa: F401  (capture: imported once, for every child)
+
+    for name in LAZY_IMPORTS:
+        try:
+            importlib.import_module(name)
+        except Exception:  # another version of a library may not have it: the child imports what it needs
+            pass
+    try:
+        import PIL.Image
+
+        PIL.Image.preinit()  # the image plugins a figure's PNG needs, imported at the first plot otherwise
+    except Exception:
+        pass
+    # A traceback asks inspect which module each frame belongs to; the first
+    # such question resolves the real path of every module loaded (3,300 with
+    # TensorFlow: 150 ms in every child whose notebook raised).  Ask it here,
+    # once: inspect keeps the answers.
+    inspect.getmodule(compile("None", "<grader warm-up>", "eval"))
 
     sandbox.probe()  # cached: children do not fork again to find out
     _make_shell()  # pristine (no cell ever runs here); each child gets its own copy, see _adopt_shell
