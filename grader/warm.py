@@ -11,7 +11,7 @@ errors behave as in a notebook, and writes answers with :mod:`grader.capture`.
 Three processes, two kinds of channel, JSON messages only (no pickle):
 
 * grader <-> zygote: a ``SOCK_SEQPACKET`` socket.  The zygote is started with
-  this very Python (``python -m grader.warm FD``) so the grader itself never
+  this very Python (``python -m grader.zygote FD``) so the grader itself never
   imports TensorFlow.  Requests: fork (carrying, as ``SCM_RIGHTS``, the
   socket the child will use) and sweep (kill and reap whatever a finished
   submission left behind; the zygote is a child subreaper, so orphans of the
@@ -31,6 +31,9 @@ fork: the notebook runs in its isolated grandchild (same session and process
 group, so interrupts and kills still reach it), and the pidfd watches the
 sandbox's supervising process, which exits when the grandchild does.
 
+This module is the grader's side; what runs in the zygote and in its
+children is :mod:`grader.zygote`.
+
 Known differences from a kernel: the student's stdout goes to the log (a kernel
 sends it to the notebook); ``%matplotlib <gui>`` is accepted and shows nothing;
 there is no ipykernel object (``get_ipython().kernel``, comms, widgets).
@@ -38,15 +41,9 @@ there is no ipykernel object (``get_ipython().kernel``, comms, widgets).
 
 from __future__ import annotations
 
-import builtins
-import ctypes
-import importlib
-import inspect
 import itertools
-import io
 import json
 import os
-import select
 import shutil
 import signal
 import socket
@@ -55,7 +52,6 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 import weakref
 from pathlib import Path
 
@@ -64,30 +60,9 @@ from .execute import (DIED, FINAL_POINT, ExecutionRecord, Workdir, _tail, clean_
                       finish_record, isolation_label, point_name, run_units, student_environment)
 from .notebook import ExecutionPlan
 from .sandbox import Policy, student_uid
+from .zygote import PACKAGE_PARENT, _Channel, _Closed, _readable
 
-PACKAGE_PARENT = Path(__file__).resolve().parents[1]  # where ``python -m grader.warm`` finds the package
 LOG_NAME = "kernel.log"
-VALUE_LIMIT = 2000  # characters of an exception's value sent back by the child
-PR_SET_CHILD_SUBREAPER = 36
-INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
-OUTPUT_LIMIT = 4 * 2**20  # characters of the student's Python output kept in the log (as the kernel executor)
-# Modules that notebooks import lazily, inside the libraries, at their first
-# traceback, `%time`, `%matplotlib` or `model.predict`: imported once in the
-# zygote rather than in every child (a NameError's traceback cost a child
-# 150 ms, mostly importing stack_data).  Imports only: no code of the
-# student's kind runs before the fork.
-LAZY_IMPORTS = (
-    "stack_data", "executing", "pure_eval", "asttokens", "pygments.formatters.terminal256",
-    "pygments.styles", "pygments.console",  # IPython's tracebacks
-    "IPython.core.logger", "IPython.core.magics.pylab", "IPython.utils.timing",
-    "tensorflow.python.data.ops.concatenate_op", "tensorflow.python.data.ops.flat_map_op",
-    "tensorflow.python.data.ops.from_tensors_op", "tensorflow.python.data.ops.range_op",
-    "tensorflow.python.data.ops.zip_op",  # Keras's predict() on arrays
-)
-
-
-class _Closed(Exception):
-    """The other end of a channel is gone (or sent something unreadable)."""
 
 
 class _ZygoteLost(Exception):
@@ -245,7 +220,7 @@ class _Zygote:
         try:
             with open(self.output, "wb") as out:
                 self.process = subprocess.Popen(
-                    [sys.executable, "-m", __name__, str(theirs.fileno()), str(self.scratch)],
+                    [sys.executable, "-m", "grader.zygote", str(theirs.fileno()), str(self.scratch)],
                     pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                     cwd=PACKAGE_PARENT, env=env, start_new_session=True)  # a Ctrl-C at the grader's terminal is not for it
         except OSError as exc:
@@ -395,400 +370,3 @@ class _Child:
         if self.pidfd is not None:
             os.close(self.pidfd)
             self.pidfd = None
-
-
-class _Channel:
-    """JSON messages, one per line, over a stream socket."""
-
-    def __init__(self, sock: socket.socket):
-        self.sock = sock
-        self.buffer = b""
-
-    def send(self, message: dict) -> None:
-        self.sock.sendall(json.dumps(message).encode("ascii") + b"\n")
-
-    def receive(self, timeout: float | None = None, watch: list[int] = ()) -> dict | None:
-        """The next message, or None after ``timeout`` seconds.  Raises
-        :class:`_Closed` at end of file, or when a watched pidfd says the
-        process exited with no full message left to read."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while b"\n" not in self.buffer:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            ready = _readable([self.sock.fileno(), *watch], left)
-            if not ready:
-                return None
-            if self.sock.fileno() not in ready:
-                raise _Closed("the process exited")
-            data = self.sock.recv(1 << 16)
-            if not data:
-                raise _Closed("end of file")
-            self.buffer += data
-        line, self.buffer = self.buffer.split(b"\n", 1)
-        try:
-            return json.loads(line)
-        except ValueError:
-            raise _Closed("unreadable message") from None
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def _readable(fds: list[int], timeout: float | None) -> set[int]:
-    """Those of ``fds`` ready to read (or at end of file) within ``timeout`` seconds."""
-    poller = select.poll()  # not select(): no limit on descriptor numbers
-    for fd in fds:
-        poller.register(fd, select.POLLIN)
-    return {fd for fd, _ in poller.poll(None if timeout is None else timeout * 1000)}
-
-
-# --------------------------------------------------------------------------- zygote side
-
-
-def _zygote_main(fd: int, scratch: str) -> None:
-    """Entry point of ``python -m grader.warm FD SCRATCH``: preload, then serve
-    fork and sweep requests until the grader closes the socket; then remove
-    the scratch folder (the grader may have died without doing it)."""
-    control = socket.socket(fileno=fd)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
-        _preload()
-        _become_subreaper()
-    except BaseException as exc:
-        traceback.print_exc()
-        control.send(json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode())
-        return
-    control.send(json.dumps({"ready": os.getpid()}).encode())
-    _serve(control)
-    shutil.rmtree(scratch, ignore_errors=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)  # nothing left to clean up: skip TensorFlow's and Python's teardown (0.1 s the grader waits for)
-
-
-def _preload() -> None:
-    """Import what the notebooks import, and run nothing: no TensorFlow op may
-    run before forking (its runtime and thread pools do not survive a fork)."""
-    import gc
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import IPython.core.interactiveshell  # noqa: F401
-    import matplotlib.pyplot  # noqa: F401
-    import matplotlib_inline.backend_inline  # noqa: F401
-    import numpy  # noqa: F401
-    import pexpect  # noqa: F401  (IPython runs shell escapes, !cmd, through it)
-    import tensorflow  # noqa: F401
-    import tensorflow.keras.layers  # noqa: F401  (what notebooks import: keras 3 behind TensorFlow's name)
-    import tensorflow.keras.models  # noqa: F401
-    import traitlets.config  # noqa: F401
-
-    from . import capture, sandbox  # noqa: F401  (capture: imported once, for every child)
-
-    for name in LAZY_IMPORTS:
-        try:
-            importlib.import_module(name)
-        except Exception:  # another version of a library may not have it: the child imports what it needs
-            pass
-    try:
-        import PIL.Image
-
-        PIL.Image.preinit()  # the image plugins a figure's PNG needs, imported at the first plot otherwise
-    except Exception:
-        pass
-    # A traceback asks inspect which module each frame belongs to; the first
-    # such question resolves the real path of every module loaded (3,300 with
-    # TensorFlow: 150 ms in every child whose notebook raised).  Ask it here,
-    # once: inspect keeps the answers.
-    inspect.getmodule(compile("None", "<grader warm-up>", "eval"))
-
-    sandbox.probe()  # cached: children do not fork again to find out
-    _make_shell()  # pristine (no cell ever runs here); each child gets its own copy, see _adopt_shell
-    gc.freeze()  # children do not copy pages just to scan the preloaded objects (no collect first: 0.15 s)
-
-
-def _become_subreaper() -> None:
-    """Orphans of the student's processes are re-parented to the zygote, which
-    kills and reaps them in :func:`_sweep` (Linux only; harmless elsewhere)."""
-    try:
-        ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-
-
-def _serve(control: socket.socket) -> None:
-    """Answer requests, one at a time, until the grader is gone (end of file,
-    or SIGTERM); then kill whatever is left."""
-    running: set[int] = set()  # children whose submission is not finished
-    try:
-        while True:
-            data, fds, _, _ = socket.recv_fds(control, 1 << 16, 4)
-            if not data:
-                break
-            control.send(json.dumps(_answer(json.loads(data), fds, control, running)).encode())
-    except (OSError, SystemExit):
-        pass
-    finally:
-        _sweep(None, set())  # nothing may outlive the grader
-
-
-def _answer(request: dict, fds: list[int], control: socket.socket, running: set[int]) -> dict:
-    """Fork a child for the socket passed along, or sweep a finished one."""
-    if request.get("fork") and len(fds) == 1:
-        pid = _fork_child(control, fds[0])
-        running.add(pid)
-        return {"pid": pid}
-    for fd in fds:
-        os.close(fd)
-    running.discard(request.get("sweep"))
-    return {"swept": _sweep(request.get("sweep"), running)}
-
-
-def _fork_child(control: socket.socket, fd: int) -> int:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:
-        status = 0
-        try:
-            control.close()
-            _child_main(fd)
-        except BaseException:
-            traceback.print_exc()
-            status = 1
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(status)  # never return into the zygote's loop
-    os.close(fd)
-    return pid
-
-
-def _sweep(session: int | None, running: set[int], timeout: float = 10.0) -> int:
-    """Kill and reap what a finished submission left: every process of its
-    session (the child made itself a session leader), and every child of the
-    zygote that belongs to no running submission (processes that left the
-    session and were re-parented here, the zygote being a subreaper).
-    Repeated until none is left, as killing a parent orphans its children.
-    Returns how many processes were killed."""
-    me = os.getpid()
-    killed = 0
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        doomed = [(pid, ppid) for pid, ppid, sid in _processes()
-                  if (ppid == me and pid not in running) or (session is not None and sid == session)]
-        if not doomed:
-            break
-        for pid, _ in doomed:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        killed += len(doomed)
-        time.sleep(0.002)
-        for pid, ppid in doomed:
-            if ppid == me:
-                try:
-                    os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:
-                    pass
-    return killed
-
-
-def _processes() -> list[tuple[int, int, int]]:
-    """(pid, parent pid, session id) of every process, from /proc."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()  # state ppid pgrp session ...
-            found.append((int(entry), int(fields[1]), int(fields[3])))
-        except (OSError, IndexError, ValueError):
-            continue
-    return found
-
-
-# --------------------------------------------------------------------------- child side
-
-_interruptible = False  # SIGINT raises KeyboardInterrupt only while a unit runs
-
-
-def _on_sigint(signum, frame):
-    __tracebackhide__ = True  # IPython leaves this frame out of the student's traceback
-    if _interruptible:
-        raise KeyboardInterrupt
-
-
-def _child_main(fd: int) -> None:
-    """A fresh submission's process: own session, the workdir, the student's
-    environment, stdout and stderr to the log, the sandbox (which forks: the
-    rest runs in its isolated grandchild); then one unit per message."""
-    os.setsid()
-    signal.signal(signal.SIGINT, _on_sigint)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    channel = _Channel(socket.socket(fileno=fd))
-    setup = channel.receive()
-    _redirect_output(setup["log"])
-    _cap_python_output(OUTPUT_LIMIT)
-    os.chdir(setup["cwd"])
-    os.environ.clear()
-    os.environ.update(setup["env"])
-    if setup["sandbox"]:
-        from .sandbox import Policy, enter
-
-        enter(Policy.from_json(setup["sandbox"]["policy"]), Path(setup["root"]), setup["sandbox"]["uid"])
-    _set_path()
-    shell = _adopt_shell()
-    channel.send({"ready": os.getpid()})
-    pid = os.getpid()
-    while True:
-        try:
-            message = channel.receive()
-        except _Closed:
-            return
-        reply = _run_unit(shell, message)
-        if os.getpid() != pid:
-            os._exit(0)  # a process the student forked must not answer for us
-        sys.stdout.flush()
-        sys.stderr.flush()
-        channel.send(reply)
-
-
-def _set_path() -> None:
-    """sys.path as in a kernel: without the zygote's directory, with the
-    working directory ('') just before site-packages (as IPython puts it)."""
-    if sys.path and sys.path[0] == str(PACKAGE_PARENT):  # put there by ``python -m``
-        del sys.path[0]
-    index = next((i for i, p in enumerate(sys.path) if Path(p).name in ("site-packages", "dist-packages")), 0)
-    sys.path.insert(index, "")
-
-
-def _redirect_output(path: str) -> None:
-    log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    os.close(null)
-    os.close(log)
-
-
-class _CappedStream(io.TextIOBase):
-    """sys.stdout / sys.stderr for the student's code: at most ``budget[0]``
-    characters in all (shared by both), then one truncation marker, as the
-    kernel executor keeps at most that much output."""
-
-    def __init__(self, stream, budget: list[int], limit: int):
-        self.stream, self.budget, self.limit = stream, budget, limit
-
-    def write(self, text: str) -> int:
-        if self.budget[0] > 0:
-            kept = text[: self.budget[0]]
-            self.budget[0] -= len(kept)
-            self.stream.write(kept)
-            if self.budget[0] <= 0:
-                self.stream.write(f"\n[grader: output truncated after {self.limit} characters]\n")
-        return len(text)
-
-    def flush(self) -> None:
-        self.stream.flush()
-
-    def fileno(self) -> int:
-        return self.stream.fileno()
-
-    @property
-    def encoding(self):
-        return self.stream.encoding
-
-
-def _cap_python_output(limit: int) -> None:
-    budget = [limit]
-    sys.stdout = _CappedStream(sys.stdout, budget, limit)
-    sys.stderr = _CappedStream(sys.stderr, budget, limit)
-
-
-def _make_shell():
-    """An IPython shell as a notebook has it: history in memory, no colours,
-    matplotlib's inline backend active (ipykernel's default), no stdin."""
-    from IPython.core.interactiveshell import InteractiveShell
-    from traitlets.config import Config
-
-    class NotebookShell(InteractiveShell):
-        """What ipykernel's shell adds that notebooks rely on, and no more."""
-
-        def enable_gui(self, gui=None):
-            pass  # figures are never shown while grading; the bare shell refuses even inline
-
-        def ask_exit(self):
-            pass  # exit() asks the notebook's front end to close; nbclient ignores it too
-
-    config = Config()
-    config.HistoryManager.hist_file = ":memory:"
-    config.InteractiveShell.colors = "nocolor"
-    shell = NotebookShell.instance(config=config)
-    shell.enable_matplotlib(INLINE_BACKEND)
-    builtins.input = _no_input
-    return shell
-
-
-def _adopt_shell():
-    """The shell the zygote made, brought to this submission: its working
-    directory, home and IPython profile (the zygote's are its own scratch
-    folder).  Making one costs a child 40 ms; copying it with the fork, nothing."""
-    from IPython.core.interactiveshell import InteractiveShell
-    from IPython.paths import get_ipython_dir
-    from IPython.utils.path import get_home_dir
-
-    shell = InteractiveShell.instance() if InteractiveShell.initialized() else _make_shell()
-    shell.starting_dir = os.getcwd()
-    shell.history_manager.dir_hist[:] = [Path.cwd()]  # the notebook's _dh
-    shell.home_dir = get_home_dir()
-    shell.ipython_dir = get_ipython_dir()  # from this submission's IPYTHONDIR
-    try:
-        shell.init_profile_dir(None)
-    except Exception:  # an unwritable IPYTHONDIR: a kernel would start without a profile too
-        shell.profile_dir = None
-    return shell
-
-
-def _no_input(prompt=""):
-    """``input()`` as a notebook graded by nbclient answers it."""
-    from IPython.core.error import StdinNotImplementedError
-
-    raise StdinNotImplementedError("raw_input was called, but this frontend does not support input requests.")
-
-
-def _run_unit(shell, message: dict) -> dict:
-    """Run a cell, or capture answers; the outcome as a message."""
-    global _interruptible
-    error = None
-    try:
-        _interruptible = True
-        if "cell" in message:
-            result = shell.run_cell(message["cell"], store_history=True)
-            error = result.error_before_exec or result.error_in_exec
-        else:
-            from .capture import capture
-
-            capture(shell.user_ns, message["capture"], message["folder"], message["point"], message["max_bytes"])
-    except BaseException as exc:  # an interrupt during a capture, or IPython itself failing
-        error = exc
-    finally:
-        _interruptible = False
-    if error is None:
-        return {"status": "ok"}
-    return {"status": "error", "ename": type(error).__name__, "evalue": _safe_str(error)[:VALUE_LIMIT]}
-
-
-def _safe_str(value) -> str:
-    try:
-        return str(value)
-    except BaseException:
-        return f"<{type(value).__name__} whose str() failed>"
-
-
-if __name__ == "__main__":
-    _zygote_main(int(sys.argv[1]), sys.argv[2])

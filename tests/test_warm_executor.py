@@ -179,7 +179,7 @@ def test_zygote_that_cannot_import_raises_executor_error(tmp_path, monkeypatch, 
 def test_zygote_preloads_without_running_a_tensorflow_op():
     """A TensorFlow runtime initialized before the fork would be shared, broken, by every child."""
     script = (
-        "from grader.warm import _preload\n"
+        "from grader.zygote import _preload\n"
         "_preload()\n"
         "import sys\n"
         "from tensorflow.python.eager import context\n"
