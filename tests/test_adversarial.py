@@ -23,7 +23,7 @@ from grader.batch import grade_batch
 from grader.execute import make_executor
 from grader.references import cache_root
 from grader.result import Result
-from grader.sandbox import FULL, Policy, hidden_paths, probe
+from grader.sandbox import CGROUP_PARENT, CGROUP_V1, FULL, Policy, hidden_paths, probe
 
 from conftest import FIXTURES, ROOT
 
@@ -105,6 +105,11 @@ def leftovers() -> list[str]:
     return found
 
 
+def submission_cgroups() -> set[str]:
+    """The cgroups made for submissions that still exist (each is removed when its submission ends)."""
+    return {f"{c.parent.parent.name}/{c.name}" for c in CGROUP_V1.glob(f"*/{CGROUP_PARENT}/*") if c.is_dir()}
+
+
 class Listener:
     """A TCP server on 127.0.0.1 that counts connections (none must arrive)."""
 
@@ -149,6 +154,7 @@ def test_the_whole_corpus_in_one_batch(executor_name, tmp_path, assignment, refe
     protected = [ROOT / "solutions", ROOT / "assignments", cache_root()]
     before = tree_digest(*protected)
     listener = Listener()
+    cgroups_before = submission_cgroups()
     rss_before = psutil.Process().memory_info().rss
     policy = Policy(hide=hidden_paths(cache_root(), subs, out))
     executor = make_executor(executor_name, policy)
@@ -180,6 +186,7 @@ def test_the_whole_corpus_in_one_batch(executor_name, tmp_path, assignment, refe
     assert tree_digest(*protected) == before  # solutions, specs and cached references unchanged
     assert secret.read_text() == "the grader's secret"
     assert leftovers() == []
+    assert submission_cgroups() == cgroups_before  # even those of submissions killed mid-way
     assert listener.connections == 0
     assert rss_growth_mb < 400, f"the grader grew by {rss_growth_mb:.0f} MB"
     with capsys.disabled():
