@@ -121,8 +121,9 @@ def _zygote_main(fd: int, scratch: str) -> None:
 
 
 def _preload() -> None:
-    """Import what the notebooks import, and run nothing: no TensorFlow op may
-    run before forking (its runtime and thread pools do not survive a fork)."""
+    """Import what the notebooks import and prepare what every child would
+    otherwise redo (the IPython shell, inspect's module cache); run no
+    TensorFlow op: its runtime and thread pools do not survive a fork."""
     import gc
 
     import matplotlib

@@ -235,6 +235,22 @@ def test_sandboxed_child_runs_isolated_and_grades_the_same(isolated, assignment,
     assert uid >= STUDENT_UID_BASE and pid == 1  # an unprivileged user, PID 1 of its own namespace
 
 
+@pytest.mark.parametrize("executor_fixture", ["warm", "isolated"])
+def test_each_child_adopts_the_shell_for_its_own_notebook(request, executor_fixture, assignment, references, tmp_path):
+    """The zygote makes the IPython shell once; each child must still see its
+    own working directory, directory history and IPython profile, as a kernel does."""
+    source = (
+        "import os\n"
+        "shell = get_ipython()\n"
+        "assert [str(d) for d in _dh] == [os.getcwd()] == [shell.starting_dir], (_dh, os.getcwd())\n"
+        "assert shell.profile_dir.location.startswith(os.environ['IPYTHONDIR']), shell.profile_dir.location\n"
+        "assert shell.home_dir == os.environ['HOME'], shell.home_dir\n"
+    )
+    executor = request.getfixturevalue(executor_fixture)
+    result = grade(notebook_with_extra_cell(tmp_path, source), assignment, executor=executor, references=references)
+    assert result.score == 10 and result.cells == [], [(c.ename, c.evalue) for c in result.cells]
+
+
 @pytest.mark.parametrize("name, options, score, cells", [
     ("kernel_dies_midway", {}, 4, [(7, "died"), (9, "not_run"), (11, "not_run")]),
     ("infinite_loop_in_extra_cell", {"cell_timeout": 3}, 10, [(7, "timeout")]),
