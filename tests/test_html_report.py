@@ -27,12 +27,15 @@ BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000"]
-# Decodes every image and paints it on a canvas: a broken PNG fails to
-# decode, a truncated one leaves its last row transparent (figures are opaque).
-IMG_PROBE = """<script>window.addEventListener("load", async () => {
-  const painted = async (img) => {
+# Paints every image on a canvas once the page has loaded (the load event
+# waits for every image): a broken PNG has no size, a truncated one leaves its
+# last row transparent (figures are opaque).  Synchronous on purpose: an
+# awaited img.decode() could finish after Chromium dumped the page, which it
+# did on a loaded 2-core machine.
+IMG_PROBE = """<script>window.addEventListener("load", () => {
+  const painted = (img) => {
     if (!img.src.startsWith("data:image/png;base64,")) return "not-a-data-uri";
-    try { await img.decode(); } catch (e) { return "undecodable"; }
+    if (!img.complete || !img.naturalWidth) return "undecodable";
     const canvas = document.createElement("canvas");
     canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
     if (!canvas.width || !canvas.height) return "empty";
@@ -42,7 +45,7 @@ IMG_PROBE = """<script>window.addEventListener("load", async () => {
     for (let i = 3; i < last.length; i += 4) if (last[i] !== 255) return "truncated";
     return "ok";
   };
-  const states = await Promise.all([...document.images].map(painted));
+  const states = [...document.images].map(painted);
   const ok = states.filter(s => s === "ok").length;
   document.title = ok === states.length ? `imgs-ok:${ok}/${states.length}` : "imgs-bad:" + states.join(",");
 });</script>"""
