@@ -129,7 +129,8 @@ def main() -> None:
     for executor, jobs, f, wrong in rows:
         rate = args.n / f["wall"]
         first = f"{f['first']:.2f}" if f["first"] is not None else "n/a"
-        steady = f"{(args.n - 1) / (f['last'] - f['first']):.2f}" if args.n > 1 and f["last"] > f["first"] else "n/a"
+        timed = f["first"] is not None and f["last"] > f["first"]
+        steady = f"{(args.n - 1) / (f['last'] - f['first']):.2f}" if timed else "n/a"
         check = "all as expected" if not wrong else f"WRONG: {', '.join(wrong)}"
         print(f"{executor:<10}{jobs:>5}{f['wall']:>9.1f}{rate:>8.2f}{rate / base:>7.1f}x{first:>16}{steady:>13}"
               f"{f['peak_mb']:>9.0f}  {check}")
