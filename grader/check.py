@@ -193,7 +193,7 @@ class _Checker:
             fitted = self._fit_kernel(check.compute, value)
             if fitted is not None:
                 kernel, bias = fitted
-                kernel = np.round(kernel[..., 0] if kernel.ndim == 3 else kernel, 3) + 0.0  # + 0.0: no "-0."
+                kernel = np.round(kernel[..., 0] if kernel.shape[-1] == 1 else kernel, 3) + 0.0  # + 0.0: no "-0."
                 weights = np.array2string(kernel, precision=3, suppress_small=True)
                 return f"{other.message} (The kernel that fits your output: {' '.join(weights.split())}, bias {round(bias, 3) + 0.0:g}.)"
         return None
