@@ -126,18 +126,19 @@ def grade_batch(
     executor = executor or make_executor("kernel")  # sandboxed by default: submissions are untrusted
     key = reference_key(assignment)
     todo = [s for s in submissions if force or not is_up_to_date(s, result_path(out, s), key, keep_answers and answers_path(out, s))]
-    if todo and not scheduler:
-        executor.start()  # the warm executor's imports overlap with loading the references
-    references = load_references(assignment)
     options = dict(cell_timeout=cell_timeout, notebook_timeout=notebook_timeout)
     if scheduler:
         from .distributed import grade_on_cluster
 
         finished = grade_on_cluster(scheduler, todo, assignment, executor.name, options,
                                     {s: answers_path(out, s) for s in todo} if keep_answers else None)
-    else:
-        finished = _grade_locally(todo, assignment, executor, references, max(1, jobs), options,
+    elif todo:
+        executor.start()  # the warm executor's imports overlap with loading the references
+        references = load_references(assignment, key=key)  # once: every grade() gets them and their key
+        finished = _grade_locally(todo, assignment, executor, references, max(1, jobs), dict(options, references_key=key),
                                   (lambda s: answers_path(out, s)) if keep_answers else (lambda s: None))
+    else:
+        finished = iter(())  # everything is up to date
     with single_threaded_blas():
         for submission, result in finished:
             write_atomic(result_path(out, submission), result.model_dump_json(indent=2))
@@ -177,7 +178,8 @@ def grade_safely(submission: Path, assignment: Assignment, executor: Executor, r
         return grade(submission, assignment, executor=executor, references=references, **options)
     except Exception as exc:  # a bug or machine problem on this submission must not stop the batch
         reason = f"the grader failed on this submission ({type(exc).__name__}: {exc}); it was not graded"
-        result = invalid_result(submission, assignment, reason, executor.name, time.monotonic() - t0, status="error")
+        result = invalid_result(submission, assignment, reason, executor.name, time.monotonic() - t0,
+                                options.get("references_key"), status="error")
         result.errors.append("".join(traceback.format_exception_only(exc)).strip())
         return result
 

@@ -58,13 +58,13 @@ def grade_bytes(name: str, data: bytes | None, assignment_folder: str, executor:
     result JSON and, if asked, the kept answers (.npz bytes)."""
     from .batch import grade_safely
 
-    assignment, runner, references = _worker_state(assignment_folder, executor)
+    assignment, runner, references, key = _worker_state(assignment_folder, executor)
     with tempfile.TemporaryDirectory(prefix="grader-dask-") as tmp:
         path = Path(tmp) / name
         if data is not None:
             path.write_bytes(data)
         kept = Path(tmp) / "answers.npz" if keep_answers else None
-        result = grade_safely(path, assignment, runner, references, keep_answers=kept, **options)
+        result = grade_safely(path, assignment, runner, references, references_key=key, keep_answers=kept, **options)
         answers = kept.read_bytes() if kept is not None and kept.exists() else None
     return result.model_dump_json(), answers
 
@@ -73,12 +73,14 @@ def _worker_state(assignment_folder: str, executor: str):
     """One assignment, executor and reference set per worker process."""
     from .batch import single_threaded_blas
     from .execute import make_executor
-    from .references import load_references
+    from .references import load_references, reference_key
 
     key = (assignment_folder, executor)
     with _lock:
         if key not in _local:
             assignment = load_assignment(assignment_folder)
             single_threaded_blas()  # for the worker's life: it grades one submission per Dask thread
-            _local[key] = (assignment, make_executor(executor), load_references(assignment))
+            references_key = reference_key(assignment)
+            _local[key] = (assignment, make_executor(executor), load_references(assignment, key=references_key),
+                           references_key)
         return _local[key]

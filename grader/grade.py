@@ -38,29 +38,34 @@ def grade(
     *,
     executor: Executor | None = None,
     references: dict[str, np.ndarray] | None = None,
+    references_key: str | None = None,
     cell_timeout: float | None = None,
     notebook_timeout: float | None = None,
     keep_answers: Path | None = None,
 ) -> Result:
     """Grade one notebook file against an assignment (a name, a folder, or a
-    loaded :class:`Assignment`).  ``keep_answers``: where to save the captured
-    arrays as ``.npz`` (for reports)."""
+    loaded :class:`Assignment`).  ``references_key``: the
+    :func:`~grader.references.reference_key` the ``references`` were loaded
+    under (a batch computes it once; it is recorded in the result).
+    ``keep_answers``: where to save the captured arrays as ``.npz`` (for reports)."""
     start = time.monotonic()
     if not isinstance(assignment, Assignment):
         assignment = load_assignment(assignment)
     executor = executor or make_executor("kernel")  # sandboxed by default: submissions are untrusted
+    if references is None or references_key is None:
+        references_key = reference_key(assignment)
     if references is None:
-        references = load_references(assignment)
+        references = load_references(assignment, key=references_key)
     path = Path(submission)
     try:
         sub = read_submission(path, int(assignment.spec.limits.max_notebook_mb * 2**20))
     except InvalidSubmission as exc:
-        return invalid_result(path, assignment, str(exc), executor.name, time.monotonic() - start)
+        return invalid_result(path, assignment, str(exc), executor.name, time.monotonic() - start, references_key)
     cells = len(sub.notebook.cells)
     if cells > assignment.spec.limits.max_cells:
         reason = (f"{path.name}: the notebook has {cells} cells, more than the {assignment.spec.limits.max_cells} allowed; "
                   "remove the cells you added")
-        return invalid_result(path, assignment, reason, executor.name, time.monotonic() - start)
+        return invalid_result(path, assignment, reason, executor.name, time.monotonic() - start, references_key)
     plan = plan_execution(sub, assignment.spec, assignment.data_files, cell_timeout, notebook_timeout)
     with scratch_folder(getattr(executor, "policy", None)) as tmp:
         workdir = prepare_workdir(plan, tmp)
@@ -85,7 +90,7 @@ def grade(
         tests=tests,
         status="graded",
         submission=SubmissionInfo(file=path.name, sha256=sub.sha256, size=sub.size),
-        assignment=assignment_info(assignment),
+        assignment=assignment_info(assignment, references_key),
         executor=executor.name,
         isolation=record.isolation,
         errors=errors,
@@ -121,7 +126,7 @@ def summary_text(tests: list[TestResult], errors: list[str]) -> str:
 
 
 def invalid_result(path: Path, assignment: Assignment, reason: str, executor: str, seconds: float,
-                   status: str = "invalid_submission") -> Result:
+                   references_key: str | None = None, status: str = "invalid_submission") -> Result:
     """Score 0 with the reason, every check failed with it: the result a file
     that cannot be graded gets."""
     try:
@@ -141,7 +146,7 @@ def invalid_result(path: Path, assignment: Assignment, reason: str, executor: st
         tests=tests,
         status=status,
         submission=SubmissionInfo(file=path.name, sha256=sha256, size=size),
-        assignment=assignment_info(assignment),
+        assignment=assignment_info(assignment, references_key),
         executor=executor,
         errors=[reason],
         timings=Timings(total_s=round(seconds, 3)),
@@ -150,10 +155,10 @@ def invalid_result(path: Path, assignment: Assignment, reason: str, executor: st
     )
 
 
-def assignment_info(assignment: Assignment) -> AssignmentInfo:
+def assignment_info(assignment: Assignment, references_key: str | None = None) -> AssignmentInfo:
     return AssignmentInfo(name=assignment.name, title=assignment.spec.title,
                           spec_version=assignment.spec.version, spec_sha256=assignment.spec_sha256(),
-                          reference_key=reference_key(assignment))
+                          reference_key=references_key or reference_key(assignment))
 
 
 def now_iso() -> str:

@@ -50,9 +50,11 @@ def reference_key(assignment: Assignment) -> str:
     return h.hexdigest()
 
 
-def load_references(assignment: Assignment, executor: Executor | None = None, rebuild: bool = False) -> dict[str, np.ndarray]:
-    """The solution's answers by name, from the cache or freshly built."""
-    key = reference_key(assignment)
+def load_references(assignment: Assignment, executor: Executor | None = None, rebuild: bool = False,
+                    key: str | None = None) -> dict[str, np.ndarray]:
+    """The solution's answers by name, from the cache or freshly built
+    (``key``: the :func:`reference_key` if the caller has it already)."""
+    key = key or reference_key(assignment)
     folder = cache_root() / assignment.name / key[:32]
     if not rebuild:
         cached = read_entry(folder, key)

@@ -115,7 +115,9 @@ def test_unreadable_file_scores_zero_with_the_reason(graded, name, reason):
     assert result.submission.sha256 and result.submission.size > 0
 
 
-def test_results_are_standard_json_with_metadata(graded):
+def test_results_are_standard_json_with_metadata(graded, assignment):
+    from grader.references import reference_key
+
     result = graded("correct")
     data = json.loads(result.model_dump_json())
     for key in ("score", "max_score", "output", "tests"):
@@ -125,6 +127,9 @@ def test_results_are_standard_json_with_metadata(graded):
         assert test["status"] in ("passed", "failed")
     assert data["executor"] == "kernel"
     assert data["assignment"]["name"] == "conv2d" and data["assignment"]["spec_version"] == "2026.1"
+    # what a re-run's resume compares: the references and the spec it was graded against
+    assert data["assignment"]["reference_key"] == reference_key(assignment)
+    assert data["assignment"]["spec_sha256"] == assignment.spec_sha256()
     assert len(data["submission"]["sha256"]) == 64
     assert data["versions"]["tensorflow"].startswith("2.")
     numbers = [v for t in data["tests"] for v in t.values() if isinstance(v, float)]
