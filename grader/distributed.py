@@ -26,6 +26,8 @@ _lock = threading.Lock()
 
 def grade_on_cluster(scheduler: str, todo: list[Path], assignment: Assignment, executor: str, options: dict,
                      kept_at: dict[Path, Path] | None) -> Iterator[tuple[Path, Result]]:
+    from .batch import write_atomic
+
     try:
         from distributed import Client, as_completed
     except ImportError:
@@ -44,11 +46,8 @@ def grade_on_cluster(scheduler: str, todo: list[Path], assignment: Assignment, e
             submission = futures[future]
             result_json, answers = future.result()
             if kept_at is not None and answers is not None:
-                path = kept_at[submission]
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f".tmp-{path.name}")
-                tmp.write_bytes(answers)
-                tmp.replace(path)
+                kept_at[submission].parent.mkdir(parents=True, exist_ok=True)
+                write_atomic(kept_at[submission], answers)
             yield submission, Result.model_validate_json(result_json)
 
 
