@@ -307,7 +307,7 @@ def finish_record(record: ExecutionRecord, plan: ExecutionPlan, workdir: Workdir
     record.cells.extend(CellRun(s.cell_index, "not_run") for s in plan.steps if s.cell_index not in ran)
     record.log = _tail(workdir.root / "kernel.log")
     if policy is not None and policy.isolate:
-        sandbox.release(workdir.root)  # warm children have no supervisor; a kernel's may die with its kernel
+        sandbox.release(workdir.root)  # where nothing did (a kernel's supervisor killed with its kernel)
     report = sandbox.read_report(workdir.root)
     if report.get("oom_kills") and policy is not None:
         record.stopped = (f"the notebook used more than its {policy.limits.memory_mb} MB of memory "

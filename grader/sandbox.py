@@ -191,8 +191,8 @@ def enter(policy: Policy, workdir_root: Path, uid: int) -> str:
 
     A process born as PID 1 of its own PID namespace (the warm executor's
     zygote makes its children so, see :func:`pid_namespace_for_next_fork`)
-    needs no grandchild: it isolates itself, and whoever runs it calls
-    :func:`release` once it is gone."""
+    needs no grandchild: it isolates itself, and its parent calls
+    :func:`release` once it has reaped it."""
     caps = probe()
     workdir_root = Path(workdir_root)
     born_in_namespace = os.getpid() == 1
@@ -303,8 +303,8 @@ def _supervise(workdir_root: Path, cgroups: list[Path]) -> None:
 def release(workdir_root: Path, status: int | None = None) -> None:
     """After the isolated process exited (with wait ``status``, if known):
     record what the sandbox saw (:func:`read_report`) and remove its cgroups.
-    Idempotent: the supervising process and the grader may each call it (a
-    supervisor killed with its kernel releases nothing)."""
+    Idempotent: the supervising process, the zygote and the grader may each
+    call it (whoever is left: a killed supervisor releases nothing)."""
     workdir_root = Path(workdir_root)
     cgroups = [CGROUP_V1 / controller / CGROUP_PARENT / workdir_root.name for controller in ("memory", "pids")]
     cgroups = [folder for folder in cgroups if folder.is_dir()]

@@ -28,8 +28,8 @@ submissions may run at a time (one child each); a sweep only touches the
 finished submission's session and orphans of no running submission.  With a
 sandbox policy the zygote forks the child as PID 1 of a new PID namespace,
 the child isolates itself with :func:`grader.sandbox.enter` right after the
-fork, and :func:`grader.execute.finish_record` releases the sandbox (cgroups,
-the out-of-memory report) once the child is gone.  Where the zygote cannot make the namespace,
+fork, and the zygote releases the sandbox (cgroups, the out-of-memory
+report) when it reaps the child.  Where the zygote cannot make the namespace,
 ``enter`` forks once more: the notebook runs in an isolated grandchild (same
 session and process group, so interrupts and kills still reach it), and the
 pidfd watches the sandbox's supervising process, which exits when the
@@ -131,7 +131,7 @@ class WarmExecutor:
         start = time.monotonic()
         log_path = workdir.root / LOG_NAME
         try:
-            child = _Child.fork(zygote, self.policy is not None and self.policy.isolate)
+            child = _Child.fork(zygote, workdir.root if self.policy is not None and self.policy.isolate else None)
         except _ZygoteLost:
             self._forget(zygote)
             raise
@@ -255,10 +255,11 @@ class _Zygote:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def fork(self, channel: socket.socket, isolate: bool) -> int:
-        """Ask for a child that will talk on ``channel`` (one that will be
-        sandboxed if ``isolate``); its process id."""
-        return int(self._request({"fork": True, "isolate": isolate}, [channel.fileno()])["pid"])
+    def fork(self, channel: socket.socket, isolate_root: Path | None) -> int:
+        """Ask for a child that will talk on ``channel`` (sandboxed in the
+        scratch root ``isolate_root``, if given); its process id."""
+        request = {"fork": True, "isolate_root": str(isolate_root) if isolate_root else None}
+        return int(self._request(request, [channel.fileno()])["pid"])
 
     def sweep(self, pid: int) -> None:
         """Kill and reap every process the submission of child ``pid`` left."""
@@ -313,10 +314,10 @@ class _Child:
             self.pidfd = None  # no pidfds: a death is seen as the socket's end of file
 
     @classmethod
-    def fork(cls, zygote: _Zygote, isolate: bool) -> _Child:
+    def fork(cls, zygote: _Zygote, isolate_root: Path | None) -> _Child:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            pid = zygote.fork(theirs, isolate)
+            pid = zygote.fork(theirs, isolate_root)
         except BaseException:
             ours.close()
             raise

@@ -188,10 +188,16 @@ def _serve(control: socket.socket) -> None:
         _sweep(None, set())  # nothing may outlive the grader
 
 
+# Children born as PID 1 of their own PID namespace, and the scratch root of
+# their submission: once reaped, their sandbox is released here (no
+# supervising process of theirs is left to do it).
+_released_by_us: dict[int, str] = {}
+
+
 def _answer(request: dict, fds: list[int], control: socket.socket, running: set[int]) -> dict:
     """Fork a child for the socket passed along, or sweep a finished one."""
     if request.get("fork") and len(fds) == 1:
-        pid = _fork_child(control, fds[0], bool(request.get("isolate")))
+        pid = _fork_child(control, fds[0], request.get("isolate_root"))
         running.add(pid)
         return {"pid": pid}
     for fd in fds:
@@ -200,15 +206,14 @@ def _answer(request: dict, fds: list[int], control: socket.socket, running: set[
     return {"swept": _sweep(request.get("sweep"), running)}
 
 
-def _fork_child(control: socket.socket, fd: int, isolate: bool = False) -> int:
-    """Fork a child for the channel ``fd``; for a sandboxed submission
-    (``isolate``), as PID 1 of a new PID namespace, so that its sandbox needs
-    no supervising process (the grader releases it, see execute.finish_record)."""
+def _fork_child(control: socket.socket, fd: int, isolate_root: str | None = None) -> int:
+    """Fork a child for the channel ``fd``; with ``isolate_root`` (the
+    scratch root of a sandboxed submission), as PID 1 of a new PID namespace."""
     from .sandbox import pid_namespace_for_next_fork
 
     sys.stdout.flush()
     sys.stderr.flush()
-    namespaced = pid_namespace_for_next_fork(isolate)
+    namespaced = pid_namespace_for_next_fork(isolate_root is not None)
     pid = os.fork()
     if pid == 0:
         status = 0
@@ -224,6 +229,7 @@ def _fork_child(control: socket.socket, fd: int, isolate: bool = False) -> int:
             os._exit(status)  # never return into the zygote's loop
     os.close(fd)
     if namespaced:
+        _released_by_us[pid] = isolate_root
         pid_namespace_for_next_fork(False)  # nothing else of ours goes into it
     return pid
 
@@ -252,11 +258,20 @@ def _sweep(session: int | None, running: set[int], timeout: float = 10.0) -> int
         time.sleep(0.002)
         for pid, ppid in doomed:
             if ppid == me:
-                try:
-                    os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:
-                    pass
+                _reap(pid)
     return killed
+
+
+def _reap(pid: int) -> None:
+    """Collect a dead child (if it is dead), and release its sandbox."""
+    try:
+        reaped, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        reaped, status = pid, 0
+    if reaped and pid in _released_by_us:
+        from .sandbox import release
+
+        release(Path(_released_by_us.pop(pid)), status)
 
 
 def _processes() -> list[tuple[int, int, int]]:
