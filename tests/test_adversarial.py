@@ -257,6 +257,7 @@ def test_grader_killed_mid_batch_resumes_without_loss(tmp_path, references):
     out = tmp_path / "out"
     command = [str(ROOT / ".venv/bin/python"), "-m", "grader", "batch", str(subs), "--assignment", "conv2d",
                "--out", str(out), "--jobs", "2"]
+    cgroups_before = submission_cgroups()
     proc = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(list(out.glob("*.json"))) < 2:
@@ -272,6 +273,8 @@ def test_grader_killed_mid_batch_resumes_without_loss(tmp_path, references):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["submissions"] == 6 and summary["missing_results"] == []
     assert leftovers() == []
+    # the killed grader never released its in-flight sandboxes: the warm parent did, when it saw the grader go
+    assert submission_cgroups() == cgroups_before
 
 
 def test_output_flood_is_truncated_and_the_grader_stays_small(assignment, references, tmp_path):
