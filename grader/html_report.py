@@ -26,11 +26,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
-from pydantic import ValidationError
 
 from . import figures
 from .assignment import Assignment
-from .batch import ANSWERS_DIR, SUMMARY_FILE
+from .batch import ANSWERS_DIR
 from .compare import describe_shape, is_real_numeric
 from .compute import ComputeError, evaluate
 from .errors import GraderError, ResultsError
@@ -131,17 +130,16 @@ def write_submission_report(result: Result, answers: dict[str, np.ndarray], refe
 
 def load_results(results_dir: Path) -> tuple[dict[str, Result], list[str]]:
     """The results of a batch by file stem, in name order, and the names of
-    result files that could not be read."""
-    if not results_dir.is_dir():
-        raise ResultsError(f"{results_dir}: not a results folder")
+    result files that could not be read (as the LMS exports read them: size-capped)."""
+    from .lms import read_result, result_files
+
     results, unreadable = {}, []
-    for path in sorted(results_dir.glob("*.json")):
-        if path.name == SUMMARY_FILE or path.name.startswith("."):
-            continue
-        try:
-            results[path.stem] = Result.model_validate_json(path.read_bytes())
-        except (OSError, ValidationError):
+    for path in result_files(results_dir):
+        result = read_result(path)
+        if isinstance(result, str):
             unreadable.append(path.name)
+        else:
+            results[path.stem] = result
     return results, unreadable
 
 

@@ -490,6 +490,8 @@ def test_canvas_csv_has_the_gradebook_columns_and_every_roster_student(klass, tm
     notes = "\n".join(export.notes())
     assert "Dave (104): the grader failed" in notes and "Bob (u-bob): no numeric user_id" in notes
     assert "mallory.json matches no roster line" in notes and "erin.json" in notes and "Frank (106)" in notes
+    # only Dave's grading failed: Erin's result is unreadable and Frank has none
+    assert "Erin (105): the grader failed" not in notes and "Frank (106): the grader failed" not in notes
 
 
 def test_canvas_csv_rescales_to_the_column_points_and_takes_a_title(klass, tmp_path):
