@@ -284,7 +284,7 @@ def run_autograder(root: Path = DEFAULT_ROOT, executor=None) -> dict:
 
 
 def _grade_with(bundle: Bundle, root: Path, executor, start: float) -> dict:
-    from .execute import KernelExecutor
+    from .execute import make_executor
     from .grade import grade, invalid_result
 
     submitters, submission = read_submission_metadata(root / "submission_metadata.json")
@@ -293,7 +293,7 @@ def _grade_with(bundle: Bundle, root: Path, executor, start: float) -> dict:
     print("submitted by " + (", ".join(f"{u.get('name')} <{u.get('email')}>" for u in submitters) or "(no metadata)"))
     for warning in bundle.warnings:
         print(f"warning: {warning}")
-    executor = executor or KernelExecutor()
+    executor = executor or make_executor("kernel")  # sandboxed, as everywhere: the submission is untrusted
     notebook, problem = find_notebook(root / "submission", bundle.assignment.spec.template)
     if problem:
         result = invalid_result(root / "submission", bundle.assignment, problem, executor.name,
