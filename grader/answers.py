@@ -8,10 +8,12 @@ loaded, always with ``allow_pickle=False``.
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import stat
-from dataclasses import dataclass
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -20,9 +22,12 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .execute import FINAL_POINT, ExecutionRecord, point_name
 from .notebook import ExecutionPlan
+from .results_dir import write_atomic
+from .untrusted import UnsafeFile, open_dir, open_regular
 
 AnswerStatus = Literal["ok", "missing", "unsupported", "too_large", "invalid", "not_run"]
 MANIFEST_LIMIT = 1 << 20
+MAX_CANDIDATES = 8  # as many as the capture module writes (capture.MAX_MODELS)
 NUMERIC_KINDS = "biuf"
 
 
@@ -32,6 +37,7 @@ class _ManifestEntry(BaseModel):
     detail: str = ""
     type: str | None = None
     file: str | None = None
+    candidates: dict[str, str] = {}  # model variable -> file (answers that are a model's weight)
 
 
 @dataclass(frozen=True)
@@ -42,37 +48,22 @@ class CapturedAnswer:
     detail: str = ""
     where: str = ""  # "after cell 4" or "at the end of the notebook"
     type_name: str | None = None
+    # The same weight of every Keras model found in the namespace at that
+    # point, by variable name (see Answer.model_weight).
+    candidates: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return self.status == "ok" and self.value is not None
 
 
-class BadAnswerFile(ValueError):
-    pass
+BadAnswerFile = UnsafeFile  # a file in the answers folder that cannot be trusted (the message says why)
 
 
-def open_regular(path: Path, limit: int):
-    """Open a file the student's code may have replaced: never follow a link,
-    never block on a FIFO or device, refuse anything but a regular file of at
-    most ``limit`` bytes."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as exc:
-        raise BadAnswerFile(f"cannot open {path.name}: {exc.strerror}") from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        raise BadAnswerFile(f"{path.name} is not a regular file")
-    if info.st_size > limit:
-        os.close(fd)
-        raise BadAnswerFile(f"{path.name} is {info.st_size} bytes, more than the {limit} allowed")
-    return os.fdopen(fd, "rb")
-
-
-def load_npy(path: Path, max_bytes: int) -> np.ndarray:
-    """Load a numeric array written by untrusted code, or raise BadAnswerFile."""
-    with open_regular(path, max_bytes + 4096) as f:
+def load_npy(path: Path | str, max_bytes: int, dir_fd: int | None = None) -> np.ndarray:
+    """Load a numeric array written by untrusted code (``path``: one name
+    under the folder ``dir_fd``, if given), or raise BadAnswerFile."""
+    with open_regular(str(path), max_bytes + 4096, dir_fd) as f:
         size = os.fstat(f.fileno()).st_size
         try:
             version = np.lib.format.read_magic(f)
@@ -101,12 +92,16 @@ def load_npy(path: Path, max_bytes: int) -> np.ndarray:
         return array.copy()
 
 
-def _read_manifest(answers_dir: Path, point: str) -> dict[str, _ManifestEntry] | str:
-    path = answers_dir / f"{point}.json"
-    if not os.path.lexists(path):
-        return "no capture was written"
+def _read_manifest(answers_fd: int, point: str) -> dict[str, _ManifestEntry] | str:
+    name = f"{point}.json"
     try:
-        with open_regular(path, MANIFEST_LIMIT) as f:
+        os.stat(name, dir_fd=answers_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return "no capture was written"
+    except OSError as exc:
+        return f"the capture manifest is unusable: {exc.strerror}"
+    try:
+        with open_regular(name, MANIFEST_LIMIT, answers_fd) as f:
             raw = json.loads(f.read().decode("utf-8"))
         if not isinstance(raw, dict):
             return "the capture manifest is not an object"
@@ -117,37 +112,73 @@ def _read_manifest(answers_dir: Path, point: str) -> dict[str, _ManifestEntry] |
         return f"the capture manifest is unreadable: {type(exc).__name__}"
 
 
-def _answer_at(answers_dir: Path, point: str, name: str, where: str, max_bytes: int, manifests: dict) -> CapturedAnswer:
+def _answer_at(answers_fd: int, point: str, name: str, where: str, max_bytes: int, manifests: dict) -> CapturedAnswer:
     if point not in manifests:
-        manifests[point] = _read_manifest(answers_dir, point)
+        manifests[point] = _read_manifest(answers_fd, point)
     manifest = manifests[point]
     if isinstance(manifest, str):
         return CapturedAnswer(name, "not_run", detail=manifest, where=where)
     entry = manifest.get(name)
     if entry is None:
         return CapturedAnswer(name, "invalid", detail="missing from the capture manifest", where=where)
+    candidates = _candidates(answers_fd, point, name, entry, max_bytes)
     if entry.status != "ok":
-        return CapturedAnswer(name, entry.status, detail=entry.detail, where=where, type_name=entry.type)
+        return CapturedAnswer(name, entry.status, detail=entry.detail, where=where, type_name=entry.type,
+                              candidates=candidates)
     expected_file = f"{point}--{name}.npy"
     if entry.file != expected_file:
         return CapturedAnswer(name, "invalid", detail="unexpected file name in the capture manifest", where=where)
     try:
-        value = load_npy(answers_dir / expected_file, max_bytes)
+        value = load_npy(expected_file, max_bytes, answers_fd)
     except (OSError, BadAnswerFile) as exc:
-        return CapturedAnswer(name, "invalid", detail=str(exc), where=where, type_name=entry.type)
-    return CapturedAnswer(name, "ok", value=value, where=where, type_name=entry.type)
+        return CapturedAnswer(name, "invalid", detail=str(exc), where=where, type_name=entry.type, candidates=candidates)
+    return CapturedAnswer(name, "ok", value=value, where=where, type_name=entry.type, candidates=candidates)
 
 
-def load_answers(plan: ExecutionPlan, record: ExecutionRecord, answers_dir: Path) -> dict[str, CapturedAnswer]:
+def _candidates(answers_fd: int, point: str, name: str, entry: _ManifestEntry, max_bytes: int) -> dict[str, np.ndarray]:
+    """The model weights captured beside an answer; any that is not exactly
+    as the capture module writes it is left out."""
+    found = {}
+    for variable, file in sorted(entry.candidates.items())[:MAX_CANDIDATES]:
+        if not variable.isidentifier() or file != f"{point}--{name}@{variable}.npy":
+            continue
+        try:
+            found[variable] = load_npy(file, max_bytes, answers_fd)
+        except (OSError, BadAnswerFile):
+            continue
+    return found
+
+
+@contextmanager
+def answers_folder(answers: Path | int):
+    """A descriptor of the answers folder: the one given, or one opened now."""
+    if isinstance(answers, int):
+        yield answers
+        return
+    fd = open_dir(answers)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def load_answers(plan: ExecutionPlan, record: ExecutionRecord, answers: Path | int) -> dict[str, CapturedAnswer]:
     """One answer per name: the value captured after its (last) tagged cell,
-    else the value at the end of the notebook, else the most telling failure."""
+    else the value at the end of the notebook, else the most telling failure.
+    ``answers``: the folder, or better a descriptor of it opened before the
+    student's code ran (so a folder swapped for a link is not followed)."""
+    with answers_folder(answers) as fd:
+        return _load_answers(plan, record, fd)
+
+
+def _load_answers(plan: ExecutionPlan, record: ExecutionRecord, answers_dir: int) -> dict[str, CapturedAnswer]:
     manifests: dict = {}
     cell_status = {c.cell_index: c for c in record.cells}
     result: dict[str, CapturedAnswer] = {}
     for name in plan.answer_names:
         tagged: list[CapturedAnswer] = []
         for step in plan.steps:
-            if name in step.captures:
+            if name in step.captures or name in step.weights:
                 where = f"after cell {step.cell_index + 1}"
                 run = cell_status.get(step.cell_index)
                 if run is not None and run.status == "not_run":
@@ -158,23 +189,71 @@ def load_answers(plan: ExecutionPlan, record: ExecutionRecord, answers_dir: Path
         if good:
             result[name] = good[-1]
             continue
-        if name not in plan.final_captures:
+        if name not in plan.final_captures and name not in plan.final_weights:
             result[name] = tagged[-1] if tagged else CapturedAnswer(name, "missing", detail="its cell was not found")
             continue
         final = _answer_at(answers_dir, FINAL_POINT, name, "at the end of the notebook", plan.max_answer_bytes, manifests)
-        if final.ok or not tagged:
+        if name not in plan.final_captures and tagged:  # the models left at the end are for untagged notebooks only
+            result[name] = tagged[-1]
+        elif final.ok or not tagged:
             result[name] = final
         else:
             result[name] = tagged[-1]
     return result
 
 
-def save_answers(path: Path, answers: dict[str, CapturedAnswer]) -> None:
+KEEP_PER_SUBMISSION = 16 * 2**20  # bytes of arrays --keep-answers stores for one submission (this lesson: 3 MB)
+KEEP_PER_BATCH = 2 * 2**30  # ... and for a whole batch
+
+
+class KeptAnswersBudget:
+    """What ``--keep-answers`` may still store in a batch (shared by its
+    threads): a student's answers cannot fill the results folder's disk."""
+
+    def __init__(self, per_batch: int = KEEP_PER_BATCH):
+        self.per_batch = per_batch
+        self.left = per_batch
+        self._lock = threading.Lock()
+
+    def take(self, nbytes: int) -> bool:
+        with self._lock:
+            if nbytes > self.left:
+                return False
+            self.left -= nbytes
+            return True
+
+    def give_back(self, nbytes: int) -> None:
+        with self._lock:
+            self.left += nbytes
+
+
+def save_answers(path: Path, answers: dict[str, CapturedAnswer], budget: KeptAnswersBudget | None = None,
+                 per_submission: int = KEEP_PER_SUBMISSION) -> list[str]:
     """Keep the captured arrays (for reports) as one compressed ``.npz``,
-    written to a temporary file and renamed into place."""
-    arrays = {name: a.value for name, a in answers.items() if a.ok}
+    written to a temporary file, flushed and renamed into place; at most
+    ``per_submission`` bytes of arrays (in the spec's order), and only while
+    the batch's ``budget`` lasts.  Returns what was not kept, in words."""
+    arrays, dropped, total = {}, [], 0
+    for name, answer in answers.items():
+        if not answer.ok:
+            continue
+        if total + answer.value.nbytes > per_submission:
+            dropped.append(name)
+            continue
+        arrays[name] = answer.value
+        total += answer.value.nbytes
+    notices = []
+    if dropped:
+        notices.append(f"answers not kept for the report: {', '.join(dropped)} (more than the "
+                       f"{per_submission // 2**20} MB of arrays kept per submission)")
+    if budget is not None and not budget.take(total):
+        notices.append(f"answers not kept for the report: the batch's {budget.per_batch // 2**20} MB "
+                       "for kept answers is used up")
+        arrays, total = {}, 0
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    with open(tmp, "wb") as f:
-        np.savez_compressed(f, **arrays)
-    os.replace(tmp, path)
+    write_atomic(path, buffer.getvalue())
+    if budget is not None:
+        budget.give_back(max(0, total - buffer.tell()))  # count what the file really takes
+    return notices

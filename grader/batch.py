@@ -25,13 +25,14 @@ from pydantic import ValidationError
 
 from .assignment import Assignment
 from .errors import ResultsError
+from .answers import KeptAnswersBudget
 from .execute import Executor, make_executor
 from .grade import grade, invalid_result
 from .notebook import file_digest
 from .references import load_references, reference_key
 from .result import Result
+from .results_dir import SUMMARY_FILE, natural_result_name, result_names, write_atomic
 
-SUMMARY_FILE = "summary.json"
 GRADEBOOK_FILE = "gradebook.csv"
 ANSWERS_DIR = "answers"
 
@@ -43,35 +44,16 @@ def find_submissions(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.name.endswith(".ipynb"))
 
 
-def result_path(out: Path, submission: Path) -> Path:
-    stem = submission.name[: -len(".ipynb")] if submission.name.endswith(".ipynb") else submission.name
-    name = f"{stem}.json"
-    if name in (SUMMARY_FILE,) or not stem:
-        name = f"{submission.name}.json"  # never overwrite the summary
-    return out / name
+def result_path(out: Path, submission: Path, names: dict[str, str] | None = None) -> Path:
+    """Where a submission's result goes: by the batch's ``names``
+    (:func:`~grader.results_dir.result_names`), or alone in its folder."""
+    names = names or result_names([submission.name])
+    return out / names[submission.name]
 
 
-def answers_path(out: Path, submission: Path) -> Path:
+def answers_path(out: Path, submission: Path, names: dict[str, str] | None = None) -> Path:
     """Where ``--keep-answers`` saves a submission's captured arrays."""
-    return out / ANSWERS_DIR / (result_path(out, submission).stem + ".npz")
-
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write ``data`` (text as UTF-8) to a temporary file in the same folder,
-    flush it to disk and rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    return out / ANSWERS_DIR / (result_path(out, submission, names).stem + ".npz")
 
 
 def prepare_out(out: Path) -> None:
@@ -95,6 +77,7 @@ class BatchSummary:
     seconds: float = 0.0
     graded_now: int = 0  # graded in this run (the others were up to date)
     skipped: int = 0
+    result_files: dict[str, str] = field(default_factory=dict)  # submission file -> result file name
 
     @property
     def missing(self) -> list[str]:
@@ -125,25 +108,32 @@ def grade_batch(
     start = time.monotonic()
     submissions = find_submissions(folder)
     prepare_out(out)
+    names = result_names([s.name for s in submissions])
     executor = executor or make_executor("kernel")  # sandboxed by default: submissions are untrusted
     key = reference_key(assignment)
-    todo = [s for s in submissions if force or not is_up_to_date(s, result_path(out, s), key, keep_answers and answers_path(out, s))]
+    todo = [s for s in submissions if force or not is_up_to_date(
+        s, result_path(out, s, names), key, keep_answers and answers_path(out, s, names))]
     options = dict(cell_timeout=cell_timeout, notebook_timeout=notebook_timeout)
+    budget = KeptAnswersBudget()
     if scheduler:
         from .distributed import grade_on_cluster
 
         finished = grade_on_cluster(scheduler, todo, assignment, executor.name, options,
-                                    {s: answers_path(out, s) for s in todo} if keep_answers else None)
+                                    {s: answers_path(out, s, names) for s in todo} if keep_answers else None, budget)
     elif todo:
         executor.start()  # the warm executor's imports overlap with loading the references
         references = load_references(assignment, key=key)  # once: every grade() gets them and their key
-        finished = _grade_locally(todo, assignment, executor, references, max(1, jobs), dict(options, references_key=key),
-                                  (lambda s: answers_path(out, s)) if keep_answers else (lambda s: None))
+        finished = _grade_locally(todo, assignment, executor, references, max(1, jobs),
+                                  dict(options, references_key=key, keep_budget=budget),
+                                  (lambda s: answers_path(out, s, names)) if keep_answers else (lambda s: None))
     else:
         finished = iter(())  # everything is up to date
     with single_threaded_blas():
         for submission, result in finished:
-            write_atomic(result_path(out, submission), result.model_dump_json(indent=2))
+            if names[submission.name] != natural_result_name(submission.name):
+                result.notices.append(f"the result is {names[submission.name]}, as {natural_result_name(submission.name)} "
+                                      "is reserved or taken by another submission's result")
+            write_atomic(result_path(out, submission, names), result.model_dump_json(indent=2))
             if on_result:
                 on_result(submission, result)
     summary = rebuild_summary(submissions, assignment, out)
@@ -204,10 +194,11 @@ def is_up_to_date(submission: Path, result_file: Path, key: str, answers_file: P
 def rebuild_summary(submissions: list[Path], assignment: Assignment, out: Path) -> BatchSummary:
     """Read back every per-submission result and write summary.json and
     gradebook.csv from them."""
-    summary = BatchSummary(assignment=assignment.name)
+    summary = BatchSummary(assignment=assignment.name, result_files=result_names([s.name for s in submissions]))
     for submission in submissions:
         try:
-            summary.results[submission.name] = Result.model_validate_json(result_path(out, submission).read_bytes())
+            summary.results[submission.name] = Result.model_validate_json(
+                result_path(out, submission, summary.result_files).read_bytes())
         except (OSError, ValidationError):
             summary.results[submission.name] = None
     write_atomic(out / SUMMARY_FILE, json.dumps(summary_json(summary, assignment, out), indent=2))
@@ -238,10 +229,12 @@ def summary_json(summary: BatchSummary, assignment: Assignment, out: Path) -> di
         "mean_score": round(sum(r.score for r in results) / len(results), 4) if results else None,
         "checks": checks,
         "results": [
-            {"submission": name, "result": result_path(out, Path(name)).name,
+            {"submission": name, "result": summary.result_files[name],
              "score": r.score if r else None, "status": r.status if r else "missing"}
             for name, r in summary.results.items()
         ],
+        "renamed": [{"submission": name, "result": file, "instead_of": natural_result_name(name)}
+                    for name, file in summary.result_files.items() if file != natural_result_name(name)],
     }
 
 

@@ -17,15 +17,33 @@ import numpy as np
 MODULE_NAME = "_grader_capture"
 NUMERIC_KINDS = "biuf"  # bool, signed and unsigned integers, floats
 DETAIL_LIMIT = 500
+MAX_MODELS = 8  # Keras models (or layers) whose weights are taken as candidates
+MODEL_PACKAGES = ("keras", "tensorflow", "tf_keras")
 
 
-def capture(namespace, answers, folder, point, max_bytes):
+def capture(namespace, answers, folder, point, max_bytes, weights=None):
     """Write every answer in ``answers`` ({name: expression}) found in
     ``namespace`` to ``folder`` as ``<point>--<name>.npy``, and a manifest
-    ``<point>.json`` with one status entry per answer."""
+    ``<point>.json`` with one status entry per answer.
+
+    ``weights`` ({name: index}) names answers that are a model's weight: for
+    each, ``get_weights()[index]`` of every Keras model or layer in the
+    namespace is written too, as ``<point>--<name>@<variable>.npy`` (the
+    grader looks among them for the model that produced an output, whatever
+    the student called it).  An answer in ``weights`` only has no value of
+    its own here, just its candidates."""
+    weights = weights or {}
+    models = _models(namespace) if weights else []
     manifest = {}
-    for name, expression in answers.items():
-        manifest[name] = _capture_one(namespace, name, expression, folder, point, max_bytes)
+    for name in list(answers) + [n for n in weights if n not in answers]:
+        expression = answers.get(name)
+        if expression is None:
+            entry = {"status": "missing", "detail": "not captured at this point"}
+        else:
+            entry = _capture_one(namespace, name, expression, folder, point, max_bytes)
+        if name in weights:
+            entry["candidates"] = _candidates(models, weights[name], name, folder, point, max_bytes)
+        manifest[name] = entry
     tmp = os.path.join(folder, point + ".json.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(manifest, f)
@@ -56,6 +74,36 @@ def _capture_one(namespace, name, expression, folder, point, max_bytes):
     return {"status": "ok", "type": type_name, "file": filename}
 
 
+def _models(namespace):
+    """(variable, object) for the Keras models and layers in the namespace, by name."""
+    found = []
+    for variable in sorted(k for k in namespace if isinstance(k, str) and k.isidentifier() and not k.startswith("_")):
+        try:
+            kind = type(namespace[variable])
+            if kind.__module__.split(".")[0] in MODEL_PACKAGES and callable(getattr(kind, "get_weights", None)):
+                found.append((variable, namespace[variable]))
+        except BaseException:
+            continue
+        if len(found) == MAX_MODELS:
+            break
+    return found
+
+
+def _candidates(models, index, name, folder, point, max_bytes):
+    files = {}
+    for variable, model in models:
+        try:
+            array = np.asarray(model.get_weights()[index])
+        except BaseException:
+            continue
+        if array.dtype.hasobject or array.dtype.kind not in NUMERIC_KINDS or array.nbytes > max_bytes:
+            continue
+        filename = f"{point}--{name}@{variable}.npy"
+        np.save(os.path.join(folder, filename), array, allow_pickle=False)
+        files[variable] = filename
+    return files
+
+
 def _short(text):
     text = str(text)
     return text if len(text) <= DETAIL_LIMIT else text[: DETAIL_LIMIT - 3] + "..."
@@ -72,6 +120,7 @@ def loader_source():
     )
 
 
-def call_source(answers, folder, point, max_bytes):
+def call_source(answers, folder, point, max_bytes, weights=None):
     """Code run in a kernel after an answer cell: one call, no logic."""
-    return f"{MODULE_NAME}.capture(globals(), {dict(answers)!r}, {str(folder)!r}, {point!r}, {int(max_bytes)!r})\n"
+    return (f"{MODULE_NAME}.capture(globals(), {dict(answers)!r}, {str(folder)!r}, {point!r}, {int(max_bytes)!r}, "
+            f"{dict(weights or {})!r})\n")

@@ -16,7 +16,7 @@ from .answers import CapturedAnswer
 from .compare import compare_values, describe_shape, is_real_numeric, scale_factor
 from .compute import ComputeError, evaluate, fit_conv2d_kernel
 from .result import TestResult
-from .spec import FILE_PREFIX, Check, Conv2D, Spec
+from .spec import FILE_PREFIX, Check, Conv2D, Spec, computation_sources
 
 NOT_CAPTURED = "{answer} was not computed ({where}: {detail})."
 NEVER_ASSIGNED = "{answer} was never assigned: write its exercise's code in the answer cell, run it, and keep the variable name exactly `{answer}`."
@@ -27,6 +27,9 @@ NONFINITE = "{answer} contains {count} NaN or infinite values."
 VALUES_DIFFER = "{fraction} of the values differ from the expected ones (largest difference {error})."
 SCALED = "Your values are {factor:.6g} times the expected ones."
 DTYPE_WRONG = "expected a {expected} array, found dtype {found}."
+UNVERIFIABLE = "{answer}'s values cannot be verified: {reason}."
+UNVERIFIABLE_CAUSE = ("The grader recomputes this output from your own model's weights; keep the model that produced it "
+                      "(and its weights unchanged) until the answer cell has run.")
 DTYPE_KINDS = {"float": "f", "integer": "iu", "bool": "b"}
 
 
@@ -65,9 +68,10 @@ def run_checks(
     """One TestResult per check of the spec, in the spec's order.
 
     ``notes`` are per-answer facts from reading and running the notebook (a
-    cell's error, a markdown answer cell) shown with failed checks.  ``strict``
-    (used on the reference solution) fails a computation whose inputs are
-    missing instead of falling back to a finiteness check."""
+    cell's error, a markdown answer cell) shown with failed checks.  A
+    computation whose inputs were not captured fails (it never passes on
+    what could not be verified); ``strict`` (used on the reference solution)
+    says so without the advice meant for students."""
     checker = _Checker(spec, answers, references, assignment_folder, strict, notes)
     tests = []
     for check in spec.checks:
@@ -152,13 +156,44 @@ class _Checker:
         return Outcome(True, f"{check.answer} is a finite {value.dtype} array{note}.", "finite values", "finite values")
 
     def _computed(self, check: Check, value: np.ndarray) -> Outcome:
-        try:
-            expected = evaluate(check.compute, self._student_source)
-        except (MissingInput, ComputeError) as exc:
-            if self.strict:
-                return Outcome(False, f"cannot compute the expected values: {exc}")
-            return self._finite(check, value, note=f" (its values could not be verified: {exc})")
-        return self._against(check, value, expected, "the values computed from your own answers")
+        """Pass if the student's own inputs explain the output: the captured
+        ones, else those of any Keras model in their namespace (the model may
+        have any name); fail when there is nothing to verify against."""
+        what = "the values computed from your own answers"
+        first: Outcome | None = None
+        reason, missing = None, False
+        for resolve in self._bindings(check.compute):
+            try:
+                expected = evaluate(check.compute, resolve)
+            except (MissingInput, ComputeError) as exc:
+                reason, missing = reason or str(exc), missing or isinstance(exc, MissingInput)
+                continue
+            outcome = self._against(check, value, expected, what)
+            if outcome.passed:
+                return outcome
+            first = first or outcome
+        if first is not None:
+            return first
+        message = UNVERIFIABLE.format(answer=check.answer, reason=(reason or "its inputs were not captured").rstrip("."))
+        return Outcome(False, message, what, "nothing to verify against",
+                       UNVERIFIABLE_CAUSE if missing and not self.strict else None)
+
+    def _bindings(self, computation):
+        """Ways to resolve a computation's sources: the captured answers
+        first, then each model whose weights were captured for every answer
+        that has candidates (kernel and bias of the same model together)."""
+        yield self._student_source
+        sources = [s for s in computation_sources(computation) if isinstance(s, str) and s in self.answers]
+        with_candidates = [s for s in sources if self.answers[s].candidates]
+        if not with_candidates:
+            return
+        common = set.intersection(*(set(self.answers[s].candidates) for s in with_candidates))
+        for variable in sorted(common):
+            def resolve(source: str, variable: str = variable) -> np.ndarray:
+                if source in with_candidates:
+                    return self.answers[source].candidates[variable]
+                return self._student_source(source)
+            yield resolve
 
     def _against(self, check: Check, value: np.ndarray, expected: np.ndarray, what: str) -> Outcome:
         exp_shape, found_shape = describe_shape(expected.shape), describe_shape(value.shape)

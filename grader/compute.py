@@ -17,8 +17,21 @@ from .spec import Computation, Conv2D, MaxPool2D, Reshape, Source
 Resolve = Callable[[str], np.ndarray]
 
 
+MEMORY_BUDGET = 512 * 2**20  # bytes one computation may allocate in the grader's process
+
+
 class ComputeError(ValueError):
-    """The inputs do not fit the computation (wrong shapes); the message says how."""
+    """The inputs do not fit the computation (wrong shapes, or too large to
+    compute within the grader's budget); the message says how."""
+
+
+def _within_budget(what: str, *shapes: tuple[int, ...]) -> None:
+    """Refuse a computation whose arrays (float64) would exceed the budget:
+    the inputs come from the student's process, which chooses their shapes."""
+    needed = 8 * sum(int(np.prod(shape, dtype=object)) for shape in shapes)
+    if needed > MEMORY_BUDGET:
+        raise ComputeError(f"{what} would need {needed / 2**20:,.0f} MB, more than the "
+                           f"{MEMORY_BUDGET // 2**20} MB the grader allows for one check")
 
 
 def evaluate(computation: Computation, resolve: Resolve) -> np.ndarray:
@@ -53,8 +66,9 @@ def _kernel(op: Conv2D, resolve: Resolve, channels: int) -> np.ndarray:
     if isinstance(op.kernel, (int, float)):
         return np.full((*op.kernel_size, channels, 1), float(op.kernel))
     kernel = np.asarray(resolve(op.kernel), dtype=np.float64)
-    if kernel.ndim != 4 or kernel.shape[2] != channels:
-        raise ComputeError(f"the kernel must have shape (height, width, {channels}, filters), not {kernel.shape}")
+    if kernel.ndim != 4 or kernel.shape[:3] != (*op.kernel_size, channels):
+        kh, kw = op.kernel_size
+        raise ComputeError(f"the kernel must have shape ({kh}, {kw}, {channels}, filters), not {kernel.shape}")
     return kernel
 
 
@@ -78,17 +92,23 @@ def _windows(x: np.ndarray, window: tuple[int, int], strides: tuple[int, int], p
 
 
 def conv2d(x: np.ndarray, kernel: np.ndarray, bias, strides=(1, 1), padding="valid") -> np.ndarray:
-    """Keras Conv2D (a cross-correlation): NHWC input, HWIO kernel."""
-    windows = _windows(x, kernel.shape[:2], strides, padding, 0.0)
-    out = np.einsum("nhwcij,ijcf->nhwf", windows, kernel, optimize=True)
+    """Keras Conv2D (a cross-correlation): NHWC input, HWIO kernel.  Summed
+    one kernel position at a time, so memory stays a few times the output's."""
     bias = np.asarray(bias, dtype=np.float64)
     if bias.ndim > 1 or (bias.ndim == 1 and bias.shape[0] not in (1, kernel.shape[3])):
         raise ComputeError(f"the bias must have shape ({kernel.shape[3]},), not {bias.shape}")
+    windows = _windows(x, kernel.shape[:2], strides, padding, 0.0)
+    n, h, w, c = windows.shape[:4]
+    _within_budget("this convolution", (n, h, w, kernel.shape[3]), (n, h, w, kernel.shape[3]), (n, h, w, c))
+    out = np.zeros((n, h, w, kernel.shape[3]))
+    for i, j in np.ndindex(*kernel.shape[:2]):
+        out += windows[..., i, j] @ kernel[i, j]
     return out + bias
 
 
 def max_pool2d(x: np.ndarray, pool_size, strides, padding="valid") -> np.ndarray:
     windows = _windows(x, tuple(pool_size), tuple(strides), padding, -np.inf)
+    _within_budget("this pooling", windows.shape[:4], windows.shape[:4])
     return windows.max(axis=(4, 5))
 
 
@@ -103,6 +123,10 @@ def fit_conv2d_kernel(x: np.ndarray, y: np.ndarray, kernel_size, strides, paddin
     if windows.shape[:3] != y.shape[:3]:
         return None
     kh, kw, channels = *kernel_size, x.shape[3]
+    try:
+        _within_budget("fitting a kernel", (int(np.prod(y.shape[:3])), kh * kw * channels + 2))
+    except ComputeError:
+        return None  # no diagnosis rather than a grader out of memory
     design = np.empty((int(np.prod(y.shape[:3])), kh * kw * channels + 1), order="F")  # a row per output pixel
     for column, (i, j, c) in enumerate(np.ndindex(kh, kw, channels)):  # the kernel's (HWI) order
         design[:, column] = windows[:, :, :, c, i, j].ravel()

@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
+from .answers import KeptAnswersBudget
 from .assignment import Assignment, load_assignment
 from .errors import GraderError
 from .result import Result
@@ -25,8 +26,8 @@ _lock = threading.Lock()
 
 
 def grade_on_cluster(scheduler: str, todo: list[Path], assignment: Assignment, executor: str, options: dict,
-                     kept_at: dict[Path, Path] | None) -> Iterator[tuple[Path, Result]]:
-    from .batch import write_atomic
+                     kept_at: dict[Path, Path] | None, budget: KeptAnswersBudget) -> Iterator[tuple[Path, Result]]:
+    from .results_dir import write_atomic
 
     try:
         from distributed import Client, as_completed
@@ -45,10 +46,15 @@ def grade_on_cluster(scheduler: str, todo: list[Path], assignment: Assignment, e
         for future in as_completed(futures):
             submission = futures[future]
             result_json, answers = future.result()
+            result = Result.model_validate_json(result_json)
             if kept_at is not None and answers is not None:
-                kept_at[submission].parent.mkdir(parents=True, exist_ok=True)
-                write_atomic(kept_at[submission], answers)
-            yield submission, Result.model_validate_json(result_json)
+                if budget.take(len(answers)):  # the worker kept at most a submission's share
+                    kept_at[submission].parent.mkdir(parents=True, exist_ok=True)
+                    write_atomic(kept_at[submission], answers)
+                else:
+                    result.notices.append(f"answers not kept for the report: the batch's {budget.per_batch // 2**20} MB "
+                                          "for kept answers is used up")
+            yield submission, result
 
 
 def grade_bytes(name: str, data: bytes | None, assignment_folder: str, executor: str, options: dict,

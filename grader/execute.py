@@ -33,11 +33,15 @@ from .capture import call_source, loader_source
 from .errors import ExecutorError
 from .notebook import ExecutionPlan
 from .sandbox import Policy, student_uid
+from .untrusted import tail
 
 CellStatus = Literal["ok", "error", "timeout", "died", "not_run"]
 FINAL_POINT = "end"
 TIMEOUT_ENAME = "GraderCellTimeout"
-LOG_LIMIT = 4000
+LOG_NAME = "kernel.log"  # the student's process's stdout and stderr, in the (root-owned) scratch root
+KERNEL_DIR = "kernel"  # the kernel's connection file and sockets: the student's until the kernel is up
+MAX_MESSAGE_BYTES = 32 * 2**20  # one message from a kernel (a large figure is a few MB)
+MAX_NOTEBOOK_BYTES = 512 * 2**20  # all messages from one notebook's kernel
 
 
 def point_name(cell_index: int) -> str:
@@ -46,18 +50,25 @@ def point_name(cell_index: int) -> str:
 
 @dataclass(frozen=True)
 class Workdir:
-    """``cwd``: where the student's code runs, holding copies of the data files
-    only; ``answers``: a fresh, unguessable folder the captures are written to."""
+    """``root``: the scratch folder, which stays the grader's (the student
+    owns only the folders in it); ``cwd``: where the student's code runs,
+    holding copies of the data files only; ``answers``: a fresh, unguessable
+    folder the captures are written to."""
 
     root: Path
     cwd: Path
     answers: Path
 
 
+STUDENT_DIRS = ("work", "ipython", "matplotlib")  # plus the answers folder
+
+
 def prepare_workdir(plan: ExecutionPlan, root: Path) -> Workdir:
+    root.mkdir(parents=True, exist_ok=True)
+    for name in STUDENT_DIRS:
+        (root / name).mkdir()
     cwd = root / "work"
     answers = root / f"answers-{secrets.token_hex(8)}"
-    cwd.mkdir(parents=True)
     answers.mkdir()
     for data in plan.data_files:
         shutil.copyfile(data, cwd / data.name)
@@ -81,7 +92,6 @@ class ExecutionRecord:
     seconds: float = 0.0
     stopped: str | None = None  # why execution ended before the last cell, if it did
     capture_errors: list[str] = field(default_factory=list)
-    log: str = ""  # the tail of the student's process stderr (TensorFlow's noise, crashes)
 
 
 class Executor(Protocol):
@@ -114,18 +124,24 @@ def make_executor(name: str, policy: Policy | None = None) -> Executor:
     raise ValueError(f"unknown executor {name!r}; choose from {', '.join(EXECUTOR_NAMES)}")
 
 
-# Inherited from the grader's environment: how to find programs and the Python
-# package, locale, and numeric-library tuning.  Nothing else: the grader's
-# environment may hold tokens (GRADER_LTI_TOKEN) and paths students must not see.
-INHERITED = ("PATH", "PYTHONPATH", "LANG", "LANGUAGE", "TZ")
-INHERITED_PREFIXES = ("LC_", "OMP_", "OPENBLAS_", "MKL_", "TF_")
+# Inherited from the grader's environment, by exact name: how to find programs
+# and the Python package, locale, and numeric-library tuning.  Nothing else:
+# the grader's environment may hold tokens (GRADER_LTI_TOKEN, Terraform's
+# TF_TOKEN_*) and paths students must not see.
+INHERITED = frozenset({
+    "PATH", "PYTHONPATH", "LANG", "LANGUAGE", "TZ",
+    "LC_ALL", "LC_CTYPE", "LC_NUMERIC", "LC_TIME", "LC_COLLATE", "LC_MONETARY", "LC_MESSAGES",
+    "LC_PAPER", "LC_NAME", "LC_ADDRESS", "LC_TELEPHONE", "LC_MEASUREMENT", "LC_IDENTIFICATION",
+    "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+    "TF_NUM_INTEROP_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_ENABLE_ONEDNN_OPTS",
+})
 
 
 def student_environment(workdir: Workdir) -> dict[str, str]:
     """Environment of the student's process: an allow-list of the grader's,
     quiet TensorFlow, no GUI, no IPython profile of the machine's user, and a
     home in the scratch folder."""
-    env = {k: v for k, v in os.environ.items() if k in INHERITED or k.startswith(INHERITED_PREFIXES)}
+    env = {k: v for k, v in os.environ.items() if k in INHERITED}
     env.update(
         HOME=str(workdir.cwd),
         TMPDIR="/tmp",
@@ -137,15 +153,6 @@ def student_environment(workdir: Workdir) -> dict[str, str]:
         PYTHONDONTWRITEBYTECODE="1",
     )
     return env
-
-
-def _tail(path: Path, limit: int = LOG_LIMIT) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - limit))
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
 
 
 class KernelExecutor:
@@ -177,10 +184,11 @@ class KernelExecutor:
         nb = nbformat.v4.new_notebook(cells=cells)
         record = ExecutionRecord(executor=self.name, isolation=isolation_label(self.policy))
         replies: list[dict] = []
+        uid = student_uid(next(self._slots))
         client = _capped_client_class()(
             nb,
             max_output_bytes=self.max_output_bytes,
-            km=_kernel_manager(workdir, self.policy, student_uid(next(self._slots))),
+            km=_kernel_manager(workdir, self.policy, uid),
             timeout=_whole_seconds(plan.cell_timeout),
             startup_timeout=_whole_seconds(self.startup_timeout),
             allow_errors=True,
@@ -194,9 +202,9 @@ class KernelExecutor:
             shutdown_kernel="immediate",
             on_cell_executed=lambda **kw: replies.append(kw["execute_reply"]),
         )
-        log_path = workdir.root / "kernel.log"
         start = time.monotonic()
-        with open(log_path, "wb") as log:
+        (workdir.root / KERNEL_DIR).mkdir()
+        with open_log(workdir) as log:
             try:
                 ctx = client.setup_kernel(cwd=str(workdir.cwd), env=student_environment(workdir), stdout=log, stderr=log,
                                           cleanup_kc=True)  # we pass our own km, so nbclient would not stop the kernel
@@ -204,6 +212,11 @@ class KernelExecutor:
             except Exception as exc:
                 raise ExecutorError(f"the Jupyter kernel did not start: {type(exc).__name__}: {exc}") from exc
             try:
+                if self.policy is not None and self.policy.isolate and sandbox.probe().root:
+                    # The kernel has bound its sockets: from now on the student
+                    # cannot swap them for links the grader would connect through.
+                    sandbox.take_back(workdir.root / KERNEL_DIR)
+
                 def run_cell(unit, timeout: int):
                     index, cell, store = unit
                     client.timeout = timeout
@@ -212,6 +225,8 @@ class KernelExecutor:
                         client.execute_cell(cell, index, store_history=store)
                     except DeadKernelError:
                         return DIED
+                    except Exception as exc:  # what the student's process sent cannot be accepted (too much, malformed)
+                        return "died", type(exc).__name__, f"the kernel sent what the grader does not accept: {clean_text(exc)}"
                     return _outcome(replies, timeout)
 
                 units = [(role, (i, cell, isinstance(role, int))) for i, (cell, role) in enumerate(zip(cells, roles))]
@@ -221,6 +236,8 @@ class KernelExecutor:
                     ctx.__exit__(None, None, None)
                 except Exception:
                     pass  # a dead or wedged kernel is killed; nothing more to do
+                if self.policy is not None and self.policy.isolate:
+                    sandbox.clear_keyrings(uid)
         record.seconds = time.monotonic() - start
         finish_record(record, plan, workdir, self.policy)
         return record
@@ -237,11 +254,12 @@ class KernelExecutor:
         for step in plan.steps:
             cells.append(new(step.source))
             roles.append(step.cell_index)
-            if step.captures:
+            if step.captures or step.weights:
                 point = point_name(step.cell_index)
-                cells.append(new(call_source(step.captures, workdir.answers, point, plan.max_answer_bytes)))
+                cells.append(new(call_source(step.captures, workdir.answers, point, plan.max_answer_bytes, step.weights)))
                 roles.append(point)
-        cells.append(new(call_source(plan.final_captures, workdir.answers, FINAL_POINT, plan.max_answer_bytes)))
+        cells.append(new(call_source(plan.final_captures, workdir.answers, FINAL_POINT, plan.max_answer_bytes,
+                                     plan.final_weights)))
         roles.append(FINAL_POINT)
         return cells, roles
 
@@ -305,7 +323,6 @@ def finish_record(record: ExecutionRecord, plan: ExecutionPlan, workdir: Workdir
     and what the sandbox saw (a memory limit hit)."""
     ran = {c.cell_index for c in record.cells}
     record.cells.extend(CellRun(s.cell_index, "not_run") for s in plan.steps if s.cell_index not in ran)
-    record.log = _tail(workdir.root / "kernel.log")
     if policy is not None and policy.isolate:
         sandbox.release(workdir.root)  # where nothing did (a kernel's supervisor killed with its kernel)
     report = sandbox.read_report(workdir.root)
@@ -369,10 +386,24 @@ def _whole_seconds(seconds: float) -> int:
     return max(1, math.ceil(seconds))
 
 
+class MessageLimitExceeded(Exception):
+    """The student's kernel sent more than the grader accepts from one notebook."""
+
+
+def open_log(workdir: Workdir):
+    """The student's process's log, created by the grader (before any of the
+    student's code runs) in the scratch root, which the student cannot write."""
+    fd = os.open(workdir.root / LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    return os.fdopen(fd, "wb")
+
+
 def _kernel_manager(workdir: Workdir, policy: Policy | None, uid: int):
     """A kernel manager that starts ipykernel with this very Python, whatever
     kernelspecs the machine has installed; through the sandbox when there is
-    a policy, with its connection file and sockets in the scratch folder."""
+    a policy, with its connection file and sockets in the scratch folder.
+    Its client accepts at most ``MAX_MESSAGE_BYTES`` per message (ZeroMQ
+    drops a larger one before it is read) and ``MAX_NOTEBOOK_BYTES`` in all."""
+    import zmq.asyncio
     from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
     from jupyter_client.manager import AsyncKernelManager
 
@@ -384,5 +415,23 @@ def _kernel_manager(workdir: Workdir, policy: Policy | None, uid: int):
         def get_kernel_spec(self, kernel_name):
             return KernelSpec(argv=argv, display_name="grader: this Python", language="python")
 
-    return AsyncKernelManager(kernel_name="grader-python", kernel_spec_manager=ThisPython(), transport="ipc",
-                              ip=str(workdir.root / "zmq"), connection_file=str(workdir.root / "kernel.json"))
+    class CappedManager(AsyncKernelManager):
+        def client(self, **kwargs):
+            context = zmq.asyncio.Context()
+            context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+            kc = super().client(context=context, **kwargs)
+            kc._created_context = True  # the client destroys it when it is done
+            deserialize, budget = kc.session.deserialize, [MAX_NOTEBOOK_BYTES]
+
+            def counted(msg_list, *args, **kw):
+                budget[0] -= sum(len(part) for part in msg_list)
+                if budget[0] < 0:
+                    raise MessageLimitExceeded(f"more than {MAX_NOTEBOOK_BYTES // 2**20} MB of messages in all")
+                return deserialize(msg_list, *args, **kw)
+
+            kc.session.deserialize = counted
+            return kc
+
+    kernel_dir = workdir.root / KERNEL_DIR
+    return CappedManager(kernel_name="grader-python", kernel_spec_manager=ThisPython(), transport="ipc",
+                         ip=str(kernel_dir / "zmq"), connection_file=str(kernel_dir / "kernel.json"))

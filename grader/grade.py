@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .answers import load_answers, save_answers
+from .answers import KeptAnswersBudget, answers_folder, load_answers, save_answers
 from .assignment import Assignment, load_assignment
 from .check import run_checks, score
 from .errors import InvalidSubmission
@@ -42,12 +42,14 @@ def grade(
     cell_timeout: float | None = None,
     notebook_timeout: float | None = None,
     keep_answers: Path | None = None,
+    keep_budget: KeptAnswersBudget | None = None,
 ) -> Result:
     """Grade one notebook file against an assignment (a name, a folder, or a
     loaded :class:`Assignment`).  ``references_key``: the
     :func:`~grader.references.reference_key` the ``references`` were loaded
     under (a batch computes it once; it is recorded in the result).
-    ``keep_answers``: where to save the captured arrays as ``.npz`` (for reports)."""
+    ``keep_answers``: where to save the captured arrays as ``.npz`` (for
+    reports), within ``keep_budget`` (a batch's, shared by its submissions)."""
     start = time.monotonic()
     if not isinstance(assignment, Assignment):
         assignment = load_assignment(assignment)
@@ -69,10 +71,10 @@ def grade(
     plan = plan_execution(sub, assignment.spec, assignment.data_files, cell_timeout, notebook_timeout)
     with scratch_folder(getattr(executor, "policy", None)) as tmp:
         workdir = prepare_workdir(plan, tmp)
-        record = executor.run(plan, workdir)
-        answers = load_answers(plan, record, workdir.answers)
-    if keep_answers is not None:
-        save_answers(Path(keep_answers), answers)
+        with answers_folder(workdir.answers) as answers_fd:  # opened before the student's code runs
+            record = executor.run(plan, workdir)
+            answers = load_answers(plan, record, answers_fd)
+    notices = save_answers(Path(keep_answers), answers, keep_budget) if keep_answers is not None else []
     executed = time.monotonic()
     tests = run_checks(assignment.spec, answers, references, answer_notes(plan, record), assignment.folder)
     checked = time.monotonic()
@@ -94,6 +96,7 @@ def grade(
         executor=executor.name,
         isolation=record.isolation,
         errors=errors,
+        notices=notices,
         cells=cells,
         timings=Timings(total_s=round(checked - start, 3), execute_s=round(record.seconds, 3), check_s=round(checked - executed, 3)),
         versions=current_versions(),

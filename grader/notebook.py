@@ -121,6 +121,7 @@ class Step:
     cell_index: int
     source: str
     captures: dict[str, str] = field(default_factory=dict)  # answer -> expression
+    weights: dict[str, int] = field(default_factory=dict)  # answer -> index in every model's get_weights()
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,7 @@ class ExecutionPlan:
     cell_timeout: float
     notebook_timeout: float
     max_answer_bytes: int
+    final_weights: dict[str, int] = field(default_factory=dict)  # model weights looked for at the end (Step.weights)
 
 
 def plan_execution(
@@ -176,7 +178,7 @@ def plan_execution(
         if not cell.source.strip() and not names:
             continue
         tagged.update(names)
-        steps.append(Step(index, cell.source, {n: spec.expression(n) for n in names}))
+        steps.append(Step(index, cell.source, {n: spec.expression(n) for n in names}, _weights(spec, names)))
     for name, answer in spec.answers.items():
         if name not in tagged and name not in notices:
             consequence = "it could not be captured" if answer.expression else "its value was taken at the end of the notebook"
@@ -190,12 +192,18 @@ def plan_execution(
         # An expression (``model.get_weights()[0]``) names objects the notebook
         # reuses, so it is only meaningful right after its own cell.
         final_captures={n: spec.expression(n) for n, a in spec.answers.items() if a.expression is None},
+        # Untagged weight answers: whatever models are left at the end, under any name.
+        final_weights=_weights(spec, [n for n in spec.answers if n not in tagged]),
         notices=notices,
         data_files=data_files,
         cell_timeout=cell_timeout or limits.cell_timeout,
         notebook_timeout=notebook_timeout or limits.notebook_timeout,
         max_answer_bytes=int(limits.max_answer_mb * 2**20),
     )
+
+
+def _weights(spec: Spec, names: list[str]) -> dict[str, int]:
+    return {n: spec.answers[n].model_weight for n in names if spec.answers[n].model_weight is not None}
 
 
 def _last_assigning_cell(cells: list, name: str) -> int | None:

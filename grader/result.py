@@ -89,6 +89,8 @@ class Result(_Model):
     executor: str
     isolation: str = Field("none", description="isolation in force while the student's code ran")
     errors: list[str] = Field([], description="problems with this submission, in words")
+    notices: list[str] = Field([], description="for the instructor, about this result rather than the submission "
+                               "(answers not kept for the report, a result file renamed to avoid a collision)")
     cells: list[CellReport] = []
     timings: Timings
     versions: Versions

@@ -50,6 +50,10 @@ class Answer(_Strict):
 
     cell: str | None = Field(None, description="tag (without 'answer:') of the cell after which to capture; default: the answer's name")
     expression: str | None = Field(None, description="Python expression evaluated in the student's namespace; default: the answer's name")
+    model_weight: int | None = Field(None, ge=0, description=(
+        "this answer is a model's weight: get_weights()[model_weight] of every Keras model or layer in the namespace "
+        "is captured too, and a check computed from it passes if any model's weights explain the output (the student "
+        "may have named the model anything)"))
     description: str = ""
 
 
@@ -156,7 +160,7 @@ class Spec(_Strict):
         for i, check in enumerate(self.checks):
             if check.answer not in names:
                 raise ValueError(f"checks[{i}] ({check.name!r}): unknown answer {check.answer!r}; answers are {sorted(names)}")
-            for source in _sources(check.compute):
+            for source in computation_sources(check.compute):
                 if isinstance(source, str) and not source.startswith(FILE_PREFIX) and source not in names:
                     raise ValueError(f"checks[{i}] ({check.name!r}): compute refers to unknown answer {source!r}")
         seen = [c.name for c in self.checks]
@@ -168,7 +172,7 @@ class Spec(_Strict):
     def computation_files(self) -> list[str]:
         """Paths named as ``file:<path>`` in computations: grader-side data
         (not copied to the student unless also listed in ``data``)."""
-        return sorted({src[len(FILE_PREFIX):] for c in self.checks for src in _sources(c.compute)
+        return sorted({src[len(FILE_PREFIX):] for c in self.checks for src in computation_sources(c.compute)
                        if isinstance(src, str) and src.startswith(FILE_PREFIX)})
 
     @property
@@ -182,7 +186,7 @@ class Spec(_Strict):
         return self.answers[answer].expression or answer
 
 
-def _sources(computation: Computation | None) -> list[Source]:
+def computation_sources(computation: Computation | None) -> list[Source]:
     if computation is None:
         return []
     if isinstance(computation, Conv2D):

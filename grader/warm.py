@@ -60,13 +60,12 @@ import weakref
 from pathlib import Path
 
 from .errors import ExecutorError
-from .execute import (DIED, FINAL_POINT, ExecutionRecord, Workdir, _tail, clean_text,
-                      finish_record, isolation_label, point_name, run_units, student_environment)
+from .execute import (DIED, FINAL_POINT, LOG_NAME, ExecutionRecord, Workdir, clean_text, finish_record,
+                      isolation_label, point_name, run_units, student_environment)
 from .notebook import ExecutionPlan
-from .sandbox import Policy, student_uid
-from .zygote import PACKAGE_PARENT, _Channel, _Closed, _readable
-
-LOG_NAME = "kernel.log"
+from .sandbox import Policy, clear_keyrings, student_uid
+from .untrusted import tail
+from .zygote import PACKAGE_PARENT, _Channel, _Closed, _readable, _Refused
 
 
 class _ZygoteLost(Exception):
@@ -135,8 +134,9 @@ class WarmExecutor:
         except _ZygoteLost:
             self._forget(zygote)
             raise
+        sandboxed = self._sandbox()
         try:
-            child.set_up(workdir, log_path, self._sandbox(), self.start_timeout)
+            child.set_up(workdir, log_path, sandboxed, self.start_timeout)
             record = self._drive(child, plan, workdir, start)
         finally:
             child.kill()
@@ -144,6 +144,8 @@ class WarmExecutor:
                 zygote.sweep(child.pid)
             except _ZygoteLost:
                 self._forget(zygote)  # the record stands; the next run starts a new zygote
+            if sandboxed and self.policy.isolate:
+                clear_keyrings(sandboxed["uid"])
         record.seconds = time.monotonic() - start
         finish_record(record, plan, workdir, self.policy)
         return record
@@ -198,15 +200,15 @@ def _units(plan: ExecutionPlan, workdir: Workdir):
     student cell (role: its index) followed, where answers are captured, by a
     capture (role: the point's name); a final capture at the end."""
 
-    def capture(answers: dict, point: str) -> dict:
-        return {"capture": dict(answers), "folder": str(workdir.answers), "point": point,
+    def capture(answers: dict, weights: dict, point: str) -> dict:
+        return {"capture": dict(answers), "weights": dict(weights), "folder": str(workdir.answers), "point": point,
                 "max_bytes": int(plan.max_answer_bytes)}
 
     for step in plan.steps:
         yield step.cell_index, {"cell": step.source}
-        if step.captures:
-            yield point_name(step.cell_index), capture(step.captures, point_name(step.cell_index))
-    yield FINAL_POINT, capture(plan.final_captures, FINAL_POINT)
+        if step.captures or step.weights:
+            yield point_name(step.cell_index), capture(step.captures, step.weights, point_name(step.cell_index))
+    yield FINAL_POINT, capture(plan.final_captures, plan.final_weights, FINAL_POINT)
 
 
 class _Zygote:
@@ -246,10 +248,10 @@ class _Zygote:
         except _ZygoteLost as exc:
             reply = {"error": str(exc)}
         if "ready" not in reply:
-            tail = _tail(self.output, 1500).strip()
+            output = tail(str(self.output), 1500).strip()
             self.close()
             raise ExecutorError(f"the warm executor's parent process did not start: {reply.get('error')}"
-                                + (f"; its output ends with:\n{tail}" if tail else ""))
+                                + (f"; its output ends with:\n{output}" if output else ""))
         self.ready = True
 
     def alive(self) -> bool:
@@ -337,7 +339,7 @@ class _Child:
             reply = None
         if not reply or "ready" not in reply:
             raise ExecutorError(f"the warm executor's child process could not be set up; {log_path.name} ends with: "
-                                f"{_tail(log_path, 600).strip() or '(nothing)'}")
+                                f"{tail(str(log_path), 600).strip() or '(nothing)'}")
 
     @property
     def watch(self) -> list[int]:
@@ -348,6 +350,8 @@ class _Child:
         try:
             self.channel.send(message)
             reply = self.channel.receive(limit, self.watch)
+        except _Refused as exc:
+            return "died", "ChannelError", f"the notebook's process sent the grader {exc}; it was stopped"
         except (_Closed, OSError):
             return DIED
         if reply is None:

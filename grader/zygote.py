@@ -32,6 +32,7 @@ VALUE_LIMIT = 2000  # characters of an exception's value sent back by the child
 PR_SET_CHILD_SUBREAPER = 36
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 OUTPUT_LIMIT = 4 * 2**20  # characters of the student's Python output kept in the log (as the kernel executor)
+MESSAGE_LIMIT = 1 << 20  # bytes of one channel message (a reply is a few hundred; a cell's source is the largest)
 # Modules that notebooks import lazily, inside the libraries, at their first
 # traceback, `%time`, `%matplotlib` or `model.predict`: imported once in the
 # zygote rather than in every child (a NameError's traceback cost a child
@@ -51,23 +52,37 @@ class _Closed(Exception):
     """The other end of a channel is gone (or sent something unreadable)."""
 
 
-class _Channel:
-    """JSON messages, one per line, over a stream socket."""
+class _Refused(_Closed):
+    """The other end sent what the channel does not accept (too long, not a JSON object)."""
 
-    def __init__(self, sock: socket.socket):
+
+class _Channel:
+    """JSON objects, one per line, over a stream socket.  The other end may be
+    the student's code (it holds its end as a file descriptor), so a message
+    is at most ``max_bytes`` long and must be a JSON object: anything else
+    ends the channel."""
+
+    def __init__(self, sock: socket.socket, max_bytes: int = MESSAGE_LIMIT):
         self.sock = sock
-        self.buffer = b""
+        self.buffer = bytearray()
+        self.max_bytes = max_bytes
 
     def send(self, message: dict) -> None:
         self.sock.sendall(json.dumps(message).encode("ascii") + b"\n")
 
     def receive(self, timeout: float | None = None, watch: list[int] = ()) -> dict | None:
-        """The next message, or None after ``timeout`` seconds.  Raises
-        :class:`_Closed` at end of file, or when a watched pidfd says the
-        process exited with no full message left to read."""
+        """The next message, or None after ``timeout`` seconds (however much
+        arrives meanwhile).  Raises :class:`_Closed` at end of file, on a
+        message too long or not a JSON object, or when a watched pidfd says
+        the process exited with no full message left to read."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while b"\n" not in self.buffer:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        end = self.buffer.find(b"\n")
+        while end < 0:
+            if len(self.buffer) > self.max_bytes:
+                raise _Refused(f"a message longer than {self.max_bytes} bytes")
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return None
             ready = _readable([self.sock.fileno(), *watch], left)
             if not ready:
                 return None
@@ -76,12 +91,20 @@ class _Channel:
             data = self.sock.recv(1 << 16)
             if not data:
                 raise _Closed("end of file")
+            searched = len(self.buffer)
             self.buffer += data
-        line, self.buffer = self.buffer.split(b"\n", 1)
+            end = self.buffer.find(b"\n", searched)  # only the new bytes: no quadratic rescans
+        if end > self.max_bytes:
+            raise _Refused(f"a message longer than {self.max_bytes} bytes")
+        line = bytes(self.buffer[:end])
+        del self.buffer[: end + 1]
         try:
-            return json.loads(line)
-        except ValueError:
-            raise _Closed("unreadable message") from None
+            message = json.loads(line)
+        except (ValueError, RecursionError):
+            raise _Refused("an unreadable message") from None
+        if not isinstance(message, dict):
+            raise _Refused("an unreadable message")
+        return message
 
     def close(self) -> None:
         self.sock.close()
@@ -308,7 +331,7 @@ def _child_main(fd: int) -> None:
     os.setsid()
     signal.signal(signal.SIGINT, _on_sigint)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    channel = _Channel(socket.socket(fileno=fd))
+    channel = _Channel(socket.socket(fileno=fd), max_bytes=2**40)  # what the grader sends: cells of any size
     setup = channel.receive()
     _redirect_output(setup["log"])
     _cap_python_output(OUTPUT_LIMIT)
@@ -346,7 +369,7 @@ def _set_path() -> None:
 
 
 def _redirect_output(path: str) -> None:
-    log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(log, 1)
@@ -452,7 +475,8 @@ def _run_unit(shell, message: dict) -> dict:
         else:
             from .capture import capture
 
-            capture(shell.user_ns, message["capture"], message["folder"], message["point"], message["max_bytes"])
+            capture(shell.user_ns, message["capture"], message["folder"], message["point"], message["max_bytes"],
+                    message.get("weights"))
     except BaseException as exc:  # an interrupt during a capture, or IPython itself failing
         error = exc
     finally:

@@ -55,6 +55,27 @@ EXPECTED = {
     "non_utf8_bytes": (0, "is not UTF-8 text"),
     "deeply_nested_json": (0, "nested too deeply"),
     "nbformat_v3": (10, ""),
+    # the root side must not follow what the student planted in its scratch folder
+    "report_fifo": (10, ""),
+    "log_fifo": (10, ""),
+    "report_link_to_dev_zero": (10, ""),
+    "report_link_to_next_scratch": (10, ""),
+    "answers_folder_swapped": (10, ""),
+    # channels and computations the student can make the grader's burden
+    "channel_flood": {"warm": (10, "sent the grader a message longer than 1048576 bytes"), "kernel": (10, "")},
+    "iopub_flood": (10, ""),
+    "fake_model_huge_kernel": (9, "must have shape (3, 3, 1, filters), not (96, 96, 1, 1)"),
+    "keep_answers_bloat": (0, "more than the 16 MB of arrays kept per submission"),
+    # nothing to verify against is not a pass
+    "zeros_without_model": (9, "values cannot be verified"),
+    "zeros_via_globals_untagged": (9, "0 times the expected ones"),
+    # nothing seen or kept across submissions
+    "environment_secrets": (10, ""),
+    "snoop_other_submissions": (10, ""),
+    "keyring_writer": (10, ""),
+    "keyring_reader": (10, ""),
+    "pty_exhaustion": (10, ""),
+    "inode_exhaustion": (10, ""),
     # made by the test (see make_dynamic_attacks)
     "huge_submission_file": (0, "more than the 50 MiB allowed"),
     "ten_thousand_cells": (0, "more than the 1000 allowed"),
@@ -63,11 +84,22 @@ EXPECTED = {
     "..": (10, ""),
     "name with spaces": (10, ""),
     "ünïcødé-名前": (10, ""),
+    "report_link_to_host_file": (10, ""),
+    "report_link_to_missing_path": (10, ""),
+    "report_link_to_earlier_result": (10, ""),
+    "log_link_to_solution": (10, ""),
+    "summary": (10, ""),  # its result would be summary.json
+    "summary.ipynb": (10, ""),  # and this one's summary.ipynb.json, the other's way out
 }
+OPERATOR_SECRETS = {"TF_TOKEN_app_terraform_io": "operator-secret-token", "TF_VAR_db_password": "operator-secret-password",
+                    "GRADER_LTI_TOKEN": "operator-secret-lti"}
+PLANT = ("import os\nroot = os.path.dirname(os.getcwd())\npath = os.path.join(root, {name!r})\ntry:\n"
+         "    if os.path.lexists(path):\n        os.unlink(path)\n    os.symlink({target!r}, path)\n"
+         "except OSError as exc:\n    print('could not plant', path, exc)\n")
 CORRECT = ["correct_a", "correct_b", "correct_c"]
 
 
-def make_dynamic_attacks(folder: Path, out: Path, secret: Path) -> None:
+def make_dynamic_attacks(folder: Path, out: Path, secret: Path, canary: Path) -> None:
     import nbformat
 
     solution = nbformat.read(ROOT / "solutions/conv2d/conv2d.ipynb", as_version=4)
@@ -83,8 +115,17 @@ def make_dynamic_attacks(folder: Path, out: Path, secret: Path) -> None:
         f"    with open(path, 'w') as f:\n        f.write('{{\"score\": 10}}')\n"
         f"    raise RuntimeError('LEAK: overwrote ' + path)")]
     nbformat.write(attack, folder / "write_into_results.ipynb")
-    for name in ("..", "name with spaces", "ünïcødé-名前"):
+    for name in ("..", "name with spaces", "ünïcødé-名前", "summary", "summary.ipynb"):
         shutil.copy(FIXTURES / "correct.ipynb", folder / f"{name}.ipynb")
+    # links to host files where the root side writes or reads (the report) after the notebook
+    for name, planted, target in [
+            ("report_link_to_host_file", "sandbox.json", canary),
+            ("report_link_to_missing_path", "sandbox.json", canary.parent / "created-by-root.json"),
+            ("report_link_to_earlier_result", "sandbox.json", out / "correct_a.json"),
+            ("log_link_to_solution", "kernel.log", ROOT / "solutions/conv2d/conv2d.ipynb")]:
+        attack = solution.copy()
+        attack.cells = list(solution.cells) + [nbformat.v4.new_code_cell(PLANT.format(name=planted, target=str(target)))]
+        nbformat.write(attack, folder / f"{name}.ipynb")
 
 
 def tree_digest(*folders: Path) -> str:
@@ -108,6 +149,26 @@ def leftovers() -> list[str]:
 def submission_cgroups() -> set[str]:
     """The cgroups made for submissions that still exist (each is removed when its submission ends)."""
     return {f"{c.parent.parent.name}/{c.name}" for c in CGROUP_V1.glob(f"*/{CGROUP_PARENT}/*") if c.is_dir()}
+
+
+class PeakMemory:
+    """The grader's largest resident size while it runs, sampled every 20 ms."""
+
+    def __init__(self):
+        self.rss = psutil.Process().memory_info().rss
+        self.running = True
+        self.thread = threading.Thread(target=self.poll, daemon=True)
+        self.thread.start()
+
+    def poll(self):
+        me = psutil.Process()
+        while self.running:
+            self.rss = max(self.rss, me.memory_info().rss)
+            threading.Event().wait(0.02)
+
+    def stop(self):
+        self.running = False
+        self.thread.join()
 
 
 class Listener:
@@ -140,38 +201,46 @@ class Listener:
 
 @needs_isolation
 @pytest.mark.parametrize("executor_name", ["warm", "kernel"])
-def test_the_whole_corpus_in_one_batch(executor_name, tmp_path, assignment, references, capsys):
+def test_the_whole_corpus_in_one_batch(executor_name, tmp_path, assignment, references, capsys, monkeypatch):
     subs, out = tmp_path / "submissions", tmp_path / "results"
     subs.mkdir()
     out.mkdir()
     secret = tmp_path / "secret.txt"
     secret.write_text("the grader's secret")
+    canary = tmp_path / "canary.txt"
+    canary.write_text("a host file root must not overwrite")
     for path in CORPUS.glob("*.ipynb"):
         shutil.copy(path, subs / path.name)
-    make_dynamic_attacks(subs, out, secret)
+    make_dynamic_attacks(subs, out, secret, canary)
     for name in CORRECT:
         shutil.copy(FIXTURES / "correct.ipynb", subs / f"{name}.ipynb")
-    protected = [ROOT / "solutions", ROOT / "assignments", cache_root()]
+    for key, value in OPERATOR_SECRETS.items():
+        monkeypatch.setenv(key, value)
+    protected = [ROOT / "solutions", ROOT / "assignments", ROOT / "grader", cache_root()]
     before = tree_digest(*protected)
     listener = Listener()
     cgroups_before = submission_cgroups()
     rss_before = psutil.Process().memory_info().rss
+    peak = PeakMemory()
     policy = Policy(hide=hidden_paths(cache_root(), subs, out))
     executor = make_executor(executor_name, policy)
     try:
-        summary = grade_batch(subs, assignment, out, executor=executor, jobs=2, cell_timeout=10)
+        summary = grade_batch(subs, assignment, out, executor=executor, jobs=2, cell_timeout=10, keep_answers=True)
     finally:
         getattr(executor, "close", lambda: None)()
         listener.close()
+        peak.stop()
     rss_growth_mb = (psutil.Process().memory_info().rss - rss_before) / 2**20
+    peak_growth_mb = (peak.rss - rss_before) / 2**20
 
-    results = {Path(name).stem: result for name, result in summary.results.items()}
+    results = {name[: -len(".ipynb")]: result for name, result in summary.results.items()}
     assert set(results) == set(EXPECTED) | set(CORRECT)
     lost = [name for name, result in results.items() if result is None]
     contained = []
-    for name, (score, reason) in EXPECTED.items():
+    for name, expected in EXPECTED.items():
+        score, reason = expected[executor_name] if isinstance(expected, dict) else expected
         result = results[name]
-        text = result.output + "\n".join(result.errors) + "\n".join(t.output for t in result.tests)
+        text = "\n".join([result.output, *result.errors, *result.notices, *(t.output for t in result.tests)])
         assert "LEAK" not in text, f"{name}: {text}"
         assert result.score == score, f"{name}: {result.output}"
         if reason:
@@ -183,16 +252,28 @@ def test_the_whole_corpus_in_one_batch(executor_name, tmp_path, assignment, refe
         assert results[name].score == 10 and results[name].status == "graded"
     on_disk = {p.name: Result.model_validate_json(p.read_text()).score for p in out.glob("correct_*.json")}
     assert on_disk == {f"{n}.json": 10 for n in CORRECT}  # nobody overwrote another student's result
-    assert tree_digest(*protected) == before  # solutions, specs and cached references unchanged
+    assert tree_digest(*protected) == before  # solutions, specs, the grader's code and cached references unchanged
     assert secret.read_text() == "the grader's secret"
+    assert canary.read_text() == "a host file root must not overwrite"
+    assert not (tmp_path / "created-by-root.json").exists()
+    # two submissions never share a result file: summary.ipynb's went elsewhere, and says so
+    assert summary.result_files["summary.ipynb"] == "summary.ipynb~2.json"
+    assert summary.result_files["summary.ipynb.ipynb"] == "summary.ipynb.json"
+    renamed = json.loads((out / "summary.json").read_text())["renamed"]
+    assert renamed == [{"submission": "summary.ipynb", "result": "summary.ipynb~2.json", "instead_of": "summary.json"}]
+    assert any("summary.ipynb~2.json" in n for n in results["summary"].notices)
+    kept = {p.name: p.stat().st_size for p in (out / "answers").glob("*.npz")}
+    assert max(kept.values()) < 16 * 2**20, kept  # the bloat kept nothing beyond a submission's share
+    assert any("not kept" in n for n in results["keep_answers_bloat"].notices)
     assert leftovers() == []
     assert submission_cgroups() == cgroups_before  # even those of submissions killed mid-way
     assert listener.connections == 0
     assert rss_growth_mb < 400, f"the grader grew by {rss_growth_mb:.0f} MB"
+    assert peak_growth_mb < 700, f"the grader's memory peaked {peak_growth_mb:.0f} MB above its start"
     with capsys.disabled():
         print(f"\n[{executor_name}] attacks tried: {len(EXPECTED)}, contained: {len(contained)}, "
               f"results lost: {len(lost)}; correct submissions at full marks: {len(CORRECT)}/{len(CORRECT)}; "
-              f"grader memory growth {rss_growth_mb:.0f} MB; {summary.seconds:.0f} s")
+              f"grader memory growth {rss_growth_mb:.0f} MB (peak {peak_growth_mb:.0f} MB); {summary.seconds:.0f} s")
     assert lost == []
 
 
@@ -314,3 +395,21 @@ def test_output_flood_is_truncated_and_the_grader_stays_small(assignment, refere
             assert "[grader: output truncated after" in log and len(log) < 5 * 2**20
         else:  # outputs come to the grader: only the capped part is kept
             assert (peak[0] - base) / 2**20 < 130, f"the grader grew by {(peak[0] - base) / 2**20:.0f} MB"
+
+
+@needs_isolation
+@pytest.mark.parametrize("executor_name", ["warm", "kernel"])
+def test_no_key_survives_into_the_next_batch(executor_name, tmp_path, assignment, references):
+    """Keys are kept per uid, beyond the process; a later batch reuses the
+    same uids.  A key stored by one submission is gone for the next one
+    graded under that uid (a fresh executor starts at the same uid slot)."""
+    from grader.grade import grade
+
+    for name in ("keyring_writer", "keyring_reader"):
+        executor = make_executor(executor_name, Policy(hide=hidden_paths(cache_root())))
+        try:
+            result = grade(CORPUS / f"{name}.ipynb", assignment, executor=executor, references=references)
+        finally:
+            executor.close() if hasattr(executor, "close") else None
+        assert result.score == 10, result.output
+        assert not any("LEAK" in e for e in result.errors), result.errors

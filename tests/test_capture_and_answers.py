@@ -478,7 +478,7 @@ def test_call_source_is_a_single_literal_call(tmp_path):
     folder.mkdir()
     source = call_source({"x": "x"}, folder, "end", 123.9)
     assert source.count("\n") == 1 and source.startswith("_grader_capture.capture(globals(), ")
-    assert source.rstrip().endswith(", 'end', 123)")
+    assert source.rstrip().endswith(", 'end', 123, {})")
     ns = {}
     exec(loader_source(), ns)
     ns["x"] = [1, 2]
@@ -490,3 +490,46 @@ def test_capture_module_is_independent_of_the_grader_package():
     source = Path(capture_module.__file__).read_text()
     imports = [line.split()[1] for line in source.splitlines() if line.startswith(("import ", "from "))]
     assert set(imports) <= {"json", "os", "numpy"}
+
+
+# --- model weights: candidates from every Keras model, whatever its name ---------------
+
+class _FakeKerasModel:
+    """Stands in for a Keras model: the capture module only asks for get_weights()."""
+
+    def __init__(self, kernel, bias):
+        self.weights = [kernel, bias]
+
+    def get_weights(self):
+        return self.weights
+
+
+_FakeKerasModel.__module__ = "keras.src.models.sequential"
+
+
+def test_model_weights_are_captured_from_every_keras_model(tmp_path):
+    k1, k2 = np.full((3, 3, 1, 1), 1.0), np.full((3, 3, 1, 1), 2.0)
+    ns = {"conv": _FakeKerasModel(k1, np.zeros(1)), "other": _FakeKerasModel(k2, np.ones(1)),
+          "not_a_model": object(), "_hidden": _FakeKerasModel(k2, np.ones(1))}
+    capture(ns, {"kernel": "model.get_weights()[0]"}, str(tmp_path), "cell0003", MAX, {"kernel": 0, "bias": 1})
+    plan = ExecutionPlan(answer_names=["kernel", "bias"], steps=[Step(3, "", {"kernel": "model.get_weights()[0]"},
+                                                                     {"kernel": 0, "bias": 1})],
+                         final_captures={}, notices={}, data_files=[], cell_timeout=60, notebook_timeout=300,
+                         max_answer_bytes=MAX, final_weights={"kernel": 0, "bias": 1})
+    loaded = load_answers(plan, make_record({3: "ok"}), tmp_path)
+    kernel, bias = loaded["kernel"], loaded["bias"]
+    assert kernel.status == "missing" and "name 'model' is not defined" in kernel.detail  # the expression failed
+    assert sorted(kernel.candidates) == ["conv", "other"] == sorted(bias.candidates)
+    assert kernel.candidates["other"].tolist() == k2.tolist() and bias.candidates["conv"].tolist() == [0.0]
+
+
+def test_a_planted_candidate_file_is_not_trusted(tmp_path):
+    capture({"m": _FakeKerasModel(np.ones((3, 3, 1, 1)), np.zeros(1))}, {}, str(tmp_path), "end", MAX, {"kernel": 0})
+    manifest = json.loads((tmp_path / "end.json").read_text())
+    manifest["kernel"]["candidates"].update({"../x": "../x.npy", "z": "end--kernel@m.npy"})
+    (tmp_path / "end.json").write_text(json.dumps(manifest))
+    (tmp_path / "end--kernel@m.npy").unlink()
+    (tmp_path / "end--kernel@m.npy").symlink_to("/etc/passwd")
+    plan = make_plan(["kernel"], [], final={})
+    plan = ExecutionPlan(**{**plan.__dict__, "final_weights": {"kernel": 0}})
+    assert load_answers(plan, make_record({}), tmp_path)["kernel"].candidates == {}

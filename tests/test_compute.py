@@ -219,13 +219,19 @@ def test_evaluate_reads_file_sources_through_resolve():
     (Conv2D(op="conv2d", input="x", kernel=1.0), {"x": np.zeros((512, 512))}, "must be a 4-D"),
     (MaxPool2D(op="maxpool2d", input="x"), {"x": np.zeros((4, 4, 1))}, "must be a 4-D"),
     (Conv2D(op="conv2d", input="x", kernel="k"), {"x": np.zeros((1, 5, 5, 1)), "k": np.zeros((3, 3, 2, 1))},
-     r"kernel must have shape \(height, width, 1, filters\)"),
+     r"kernel must have shape \(3, 3, 1, filters\)"),
+    # a fake model's 96x96 kernel: refused before anything is computed (it once made the grader allocate 6.4 GB)
+    (Conv2D(op="conv2d", input="x", kernel="k"), {"x": np.zeros((1, 512, 512, 1)), "k": np.ones((96, 96, 1, 1))},
+     r"kernel must have shape \(3, 3, 1, filters\), not \(96, 96, 1, 1\)"),
+    # the right kernel size but 4096 filters: more memory than the grader allows for one check
+    (Conv2D(op="conv2d", input="x", kernel="k"), {"x": np.zeros((1, 512, 512, 1)), "k": np.ones((3, 3, 1, 4096))},
+     "more than the 512 MB the grader allows"),
     (Conv2D(op="conv2d", input="x", kernel="k"), {"x": np.zeros((1, 5, 5, 1)), "k": np.zeros((3, 3))},
      "kernel must have shape"),
     (Reshape(op="reshape", input="x", shape=[1, 512, 512, 1]), {"x": np.zeros((510, 510))}, "cannot reshape"),
     (Conv2D(op="conv2d", input="x", kernel=1.0, kernel_size=(5, 5)), {"x": np.zeros((1, 3, 3, 1))},
      "smaller than the window"),
-], ids=["3d_input", "2d_input", "3d_pool_input", "kernel_channels", "kernel_2d", "reshape_impossible", "window_too_big"])
+], ids=["3d_input", "2d_input", "3d_pool_input", "kernel_channels", "kernel_96x96", "kernel_4096_filters", "kernel_2d", "reshape_impossible", "window_too_big"])
 def test_evaluate_bad_shapes_raise_compute_error(op, values, message):
     with pytest.raises(ComputeError, match=message):
         evaluate(op, _resolver(values))
