@@ -8,14 +8,26 @@ Names are imported lazily so ``grader --help`` answers instantly.
 from importlib import import_module
 
 __all__ = [
-    "grade", "grade_batch", "load_assignment", "Result", "TestResult",
-    "GraderError", "AssignmentNotFound", "SpecError", "SolutionError",
-    "InvalidSubmission", "ExecutorError", "ResultsError", "KernelExecutor", "WarmExecutor",
+    "AssignmentNotFound",
+    "ExecutorError",
+    "GraderError",
+    "InvalidSubmission",
+    "KernelExecutor",
+    "Result",
+    "ResultsError",
+    "SolutionError",
+    "SpecError",
+    "TestResult",
+    "WarmExecutor",
+    "grade",
+    "grade_batch",
+    "load_assignment",
 ]
 
 _WHERE = {
-    "grade": "grade", "grade_batch": "batch", "load_assignment": "assignment",
-    "Result": "result", "TestResult": "result", "KernelExecutor": "execute", "WarmExecutor": "warm",
+    "grade": "grading.grade", "grade_batch": "grading.batch", "load_assignment": "model.assignment",
+    "Result": "model.result", "TestResult": "model.result", "KernelExecutor": "execution.kernel",
+    "WarmExecutor": "execution.warm",
     **{name: "errors" for name in ("GraderError", "AssignmentNotFound", "SpecError", "SolutionError",
                                    "InvalidSubmission", "ExecutorError", "ResultsError")},
 }

@@ -17,7 +17,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import GraderError
+from grader.errors import GraderError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,27 +121,22 @@ def _executor(args, *hide):
     """The chosen executor with its sandbox policy, closed (its warm parent
     stopped) when done.  ``hide``: folders students must not see, besides the
     project's own (results, other submissions)."""
-    from .execute import make_executor
-    from .references import cache_root
-    from .sandbox import FULL, Policy, hidden_paths, probe
+    from grader.execution.factory import make_executor
+    from grader.execution.sandbox import FULL, Policy, hidden_paths, probe
+    from grader.settings import cache_root
 
     if args.require_isolation and (args.no_isolation or probe().level != FULL):
         missing = "; ".join(probe().missing) or "isolation disabled by --no-isolation"
         raise GraderError(f"full isolation is required but not available: {missing} (see `grader doctor`)")
     policy = Policy(isolate=not args.no_isolation, hide=hidden_paths(cache_root(), *hide))
-    executor = make_executor(args.executor, policy)
-    try:
+    with make_executor(args.executor, policy) as executor:
         yield executor
-    finally:
-        close = getattr(executor, "close", None)
-        if close is not None:
-            close()
 
 
 def _assignment_for(notebook: Path, name: str | None):
-    from .assignment import available_assignments, load_assignment
-    from .errors import InvalidSubmission
-    from .notebook import read_submission
+    from grader.errors import InvalidSubmission
+    from grader.execution.plan import read_submission
+    from grader.model.assignment import available_assignments, load_assignment
 
     if name:
         return load_assignment(name)
@@ -158,7 +153,7 @@ def _assignment_for(notebook: Path, name: str | None):
 
 
 def _grade(args, assignment=None, keep_answers=None):
-    from .grade import grade
+    from grader.grading.grade import grade
 
     assignment = assignment or _assignment_for(args.notebook, args.assignment)
     with _executor(args, args.notebook.resolve().parent) as executor:
@@ -175,7 +170,7 @@ def cmd_grade(args) -> int:
 def cmd_check(args) -> int:
     from rich.console import Console
 
-    from .report import print_check
+    from grader.reports.console import print_check
 
     assignment = _assignment_for(args.notebook, args.assignment)
     console = Console(stderr=True)
@@ -195,8 +190,8 @@ def cmd_check(args) -> int:
 
 
 def _write_feedback_page(result, assignment, answers_file: Path, html: Path) -> None:
-    from .html_report import load_answer_arrays, write_submission_report
-    from .references import load_references
+    from grader.grading.references import load_references
+    from grader.reports.html import load_answer_arrays, write_submission_report
 
     answers, _ = load_answer_arrays(answers_file, int(assignment.spec.limits.max_answer_mb * 2**20),
                                     assignment.spec.answers)
@@ -206,9 +201,10 @@ def _write_feedback_page(result, assignment, answers_file: Path, html: Path) -> 
 def cmd_batch(args) -> int:
     from rich.console import Console
 
-    from .assignment import load_assignment
-    from .batch import GRADEBOOK_FILE, SUMMARY_FILE, find_submissions, grade_batch
-    from .report import batch_progress, batch_table, batch_totals
+    from grader.grading.batch import find_submissions, grade_batch
+    from grader.grading.results_dir import GRADEBOOK_FILE, SUMMARY_FILE
+    from grader.model.assignment import load_assignment
+    from grader.reports.console import batch_progress, batch_table, batch_totals
 
     assignment = load_assignment(args.assignment)
     total = len(find_submissions(args.submissions))
@@ -230,8 +226,8 @@ def cmd_batch(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .assignment import load_assignment
-    from .html_report import write_report
+    from grader.model.assignment import load_assignment
+    from grader.reports.html import write_report
 
     index = write_report(args.results, args.out, load_assignment(args.assignment))
     print(f"Class page: {index}")
@@ -239,8 +235,8 @@ def cmd_report(args) -> int:
 
 
 def cmd_gradescope(args) -> int:
-    from .assignment import load_assignment
-    from .gradescope import build_bundle
+    from grader.model.assignment import load_assignment
+    from grader.platforms.gradescope import build_bundle
 
     path = build_bundle(load_assignment(args.assignment), args.out, visibility=args.visibility,
                         test_visibility={name: "hidden" for name in args.hide})
@@ -255,13 +251,13 @@ def _warn(lines) -> None:
 
 def cmd_export(args) -> int:
     if args.format == "lti":
-        from .lti import export_lti
+        from grader.platforms.lti import export_lti
 
         exported = export_lti(args.results, args.roster, args.out)
         _warn(exported.matching.notes())
         print(f"{len(exported.scores)} LTI scores written to {args.out}")
         return 0
-    from .gradebook_export import export_canvas, export_moodle
+    from grader.platforms.gradebook import export_canvas, export_moodle
 
     if args.format == "canvas":
         exported = export_canvas(args.results, args.roster, args.out, assignment_id=args.assignment_id,
@@ -274,7 +270,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_publish(args) -> int:
-    from .lti import publish_lti
+    from grader.platforms.lti import publish_lti
 
     token = args.token or os.environ.get("GRADER_LTI_TOKEN")
     if not token:
@@ -287,10 +283,10 @@ def cmd_publish(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from .assignment import load_assignment
-    from .execute import KernelExecutor
-    from .grade import grade
-    from .references import load_references
+    from grader.execution.kernel import KernelExecutor
+    from grader.grading.grade import grade
+    from grader.grading.references import load_references
+    from grader.model.assignment import load_assignment
 
     assignment = load_assignment(args.assignment)
     references = load_references(assignment)
@@ -311,7 +307,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_doctor(args) -> int:
-    from .sandbox import FULL, Limits, probe
+    from grader.execution.sandbox import FULL, Limits, probe
 
     caps = probe()
     print(f"isolation: {caps.level}")
@@ -329,7 +325,7 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_schema(args) -> int:
-    from .result import Result
+    from grader.model.result import Result
 
     print(json.dumps(Result.model_json_schema(), indent=2))
     return 0

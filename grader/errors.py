@@ -1,7 +1,7 @@
 """The one exception family of the library.
 
 A wrong answer, a crashed cell or a malformed submission is a *result*, not an
-exception: :func:`grader.grade` returns it.  These exceptions mean the grader
+exception: :func:`grader.grading.grade` returns it.  These exceptions mean the grader
 itself cannot go on (an operator mistake, a broken solution, a machine problem);
 only the CLI turns them into exit codes and messages.
 """
@@ -36,7 +36,7 @@ class SolutionError(GraderError):
 
 class InvalidSubmission(GraderError):
     """The submission file cannot be graded (not a notebook, truncated JSON,
-    too large...).  :func:`grader.grade` turns it into a result with score 0."""
+    too large...).  :func:`grader.grading.grade` turns it into a result with score 0."""
 
 
 class ExecutorError(GraderError):

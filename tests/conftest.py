@@ -24,14 +24,14 @@ def isolated_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def assignment():
-    from grader.assignment import load_assignment
+    from grader.model.assignment import load_assignment
 
     return load_assignment(ROOT / "assignments" / "conv2d")
 
 
 @pytest.fixture(scope="session")
 def references(assignment):
-    from grader.references import load_references
+    from grader.grading.references import load_references
 
     return load_references(assignment)
 
@@ -39,8 +39,8 @@ def references(assignment):
 @pytest.fixture(scope="session")
 def graded(assignment, references):
     """Grade a fixture notebook once per session with the kernel executor."""
-    from grader.execute import KernelExecutor
-    from grader.grade import grade
+    from grader.execution.kernel import KernelExecutor
+    from grader.grading.grade import grade
 
     cache = {}
 
@@ -60,3 +60,15 @@ def assignment_copy(tmp_path):
     for folder in ("assignments", "solutions"):
         shutil.copytree(ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("examples"))
     return tmp_path
+
+
+# Tests that run notebooks (the reference solution builds the references;
+# executors start TensorFlow) are the slow tier: `pytest -m "not slow"` is the
+# everyday one, with no TensorFlow.
+SLOW_FIXTURES = {"references", "graded", "graded_folder", "keras", "assignment_copy"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)

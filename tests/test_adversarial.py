@@ -18,14 +18,13 @@ from pathlib import Path
 
 import psutil
 import pytest
-
-from grader.batch import grade_batch
-from grader.execute import make_executor
-from grader.references import cache_root
-from grader.result import Result
-from grader.sandbox import CGROUP_PARENT, CGROUP_V1, FULL, Policy, hidden_paths, probe
-
 from conftest import FIXTURES, ROOT
+
+from grader.execution.factory import make_executor
+from grader.execution.sandbox import CGROUP_PARENT, CGROUP_V1, FULL, Policy, hidden_paths, probe
+from grader.grading.batch import grade_batch
+from grader.model.result import Result
+from grader.settings import cache_root
 
 CORPUS = ROOT / "tests" / "files" / "adversarial"
 FULL_ISOLATION = probe().level == FULL
@@ -227,7 +226,7 @@ def test_the_whole_corpus_in_one_batch(executor_name, tmp_path, assignment, refe
     try:
         summary = grade_batch(subs, assignment, out, executor=executor, jobs=2, cell_timeout=10, keep_answers=True)
     finally:
-        getattr(executor, "close", lambda: None)()
+        executor.close()
         listener.close()
         peak.stop()
     rss_growth_mb = (psutil.Process().memory_info().rss - rss_before) / 2**20
@@ -362,11 +361,12 @@ def test_output_flood_is_truncated_and_the_grader_stays_small(assignment, refere
     """A 120 MB print flood: the warm child's log is cut with a marker, and the
     kernel executor keeps at most 4 MB of outputs, so the grader's own memory
     barely moves (measured here: 76 MB peak growth capped, 184 MB uncapped)."""
-    import nbclient  # noqa: F401  (imported before measuring: not part of the flood's cost)
     import time
 
-    from grader.execute import prepare_workdir
-    from grader.notebook import plan_execution, read_submission
+    import nbclient  # noqa: F401  (imported before measuring: not part of the flood's cost)
+
+    from grader.execution.base import prepare_workdir
+    from grader.execution.plan import plan_execution, read_submission
 
     submission = read_submission(CORPUS / "output_flood.ipynb", 2**30)
     plan = plan_execution(submission, assignment.spec, assignment.data_files, cell_timeout=120)
@@ -388,7 +388,7 @@ def test_output_flood_is_truncated_and_the_grader_stays_small(assignment, refere
         finally:
             running[0] = False
             watcher.join()
-            getattr(executor, "close", lambda: None)()
+            executor.close()
         assert all(c.status == "ok" for c in record.cells), name
         if name == "warm":  # Python output goes to the log: capped, then the marker
             log = (root / "kernel.log").read_text(errors="replace")
@@ -403,13 +403,10 @@ def test_no_key_survives_into_the_next_batch(executor_name, tmp_path, assignment
     """Keys are kept per uid, beyond the process; a later batch reuses the
     same uids.  A key stored by one submission is gone for the next one
     graded under that uid (a fresh executor starts at the same uid slot)."""
-    from grader.grade import grade
+    from grader.grading.grade import grade
 
     for name in ("keyring_writer", "keyring_reader"):
-        executor = make_executor(executor_name, Policy(hide=hidden_paths(cache_root())))
-        try:
+        with make_executor(executor_name, Policy(hide=hidden_paths(cache_root()))) as executor:
             result = grade(CORPUS / f"{name}.ipynb", assignment, executor=executor, references=references)
-        finally:
-            executor.close() if hasattr(executor, "close") else None
         assert result.score == 10, result.output
         assert not any("LEAK" in e for e in result.errors), result.errors

@@ -7,12 +7,12 @@ import shutil
 
 import numpy as np
 import pytest
-
-import grader.batch as batch
-from grader.cli import main
-from grader.result import Result
-
 from conftest import FIXTURES
+
+from grader.cli import main
+from grader.grading import batch, results_dir
+from grader.grading import grade as grade_module
+from grader.model.result import Result
 
 MIXED = ["correct", "swapped_strides", "truncated_json", "not_a_notebook"]
 
@@ -57,19 +57,20 @@ def test_summary_and_gradebook_agree_with_result_files(graded_folder):
     assert summary["checks"]["Exercise 2: random_output has shape (1, 255, 510, 1)"]["passed"] == 2
 
 
+@pytest.mark.slow  # builds the references
 def test_a_grader_crash_on_one_submission_does_not_stop_the_batch(tmp_path, assignment, monkeypatch):
     subs = tmp_path / "subs"
     subs.mkdir()
     for name in ("a", "b", "c"):
         shutil.copy(FIXTURES / "truncated_json.ipynb", subs / f"{name}.ipynb")
-    real_grade = batch.grade
+    real_grade = grade_module.grade
 
     def flaky(path, *args, **kwargs):
         if path.name == "b.ipynb":
             raise RuntimeError("simulated bug")
         return real_grade(path, *args, **kwargs)
 
-    monkeypatch.setattr(batch, "grade", flaky)
+    monkeypatch.setattr(grade_module, "grade", flaky)
     summary = batch.grade_batch(subs, assignment, tmp_path / "out")
     statuses = {name: r.status for name, r in summary.results.items()}
     assert statuses == {"a.ipynb": "invalid_submission", "b.ipynb": "error", "c.ipynb": "invalid_submission"}
@@ -79,7 +80,7 @@ def test_a_grader_crash_on_one_submission_does_not_stop_the_batch(tmp_path, assi
 
 def test_writes_are_atomic_and_leave_no_partial_files(tmp_path):
     target = tmp_path / "r.json"
-    batch.write_atomic(target, "first")
+    results_dir.write_atomic(target, "first")
 
     class Boom(Exception):
         pass
@@ -87,10 +88,9 @@ def test_writes_are_atomic_and_leave_no_partial_files(tmp_path):
     def failing_write(*_):
         raise Boom
 
-    with pytest.raises(Boom):
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(batch.os, "fsync", failing_write)
-            batch.write_atomic(target, "second")
+    with pytest.raises(Boom), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(results_dir.os, "fsync", failing_write)
+        results_dir.write_atomic(target, "second")
     assert target.read_text() == "first"  # the old result survives a failed write
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
 

@@ -11,10 +11,9 @@ import sys
 import time
 
 import pytest
-
-from grader.batch import grade_batch
-
 from conftest import FIXTURES
+
+from grader.grading.batch import grade_batch
 
 NAMES = ["correct", "swapped_strides", "normalized_kernel", "truncated_json"]
 

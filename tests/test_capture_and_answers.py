@@ -1,4 +1,4 @@
-"""grader.capture (runs in the student's process) and grader.answers (reads
+"""grader.execution.capture (runs in the student's process) and grader.checking.answers (reads
 what it wrote, without trusting it): the round trip, the rules that pick the
 graded value, and files a hostile notebook could leave in the answers folder."""
 
@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from grader import capture as capture_module
-from grader.answers import MANIFEST_LIMIT, BadAnswerFile, load_answers, load_npy
-from grader.capture import call_source, capture, loader_source
-from grader.execute import FINAL_POINT, CellRun, ExecutionRecord, point_name
-from grader.notebook import ExecutionPlan, Step
+from grader.checking.answers import MANIFEST_LIMIT, BadAnswerFile, load_answers, load_npy
+from grader.execution import capture as capture_module
+from grader.execution.base import FINAL_POINT, CellRun, ExecutionRecord, point_name
+from grader.execution.capture import call_source, capture, loader_source
+from grader.execution.plan import ExecutionPlan, Step
 
 MAX = 1 << 20
 

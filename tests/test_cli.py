@@ -7,10 +7,9 @@ import sys
 
 import jsonschema
 import pytest
+from conftest import FIXTURES, ROOT
 
 from grader.cli import main
-
-from conftest import FIXTURES, ROOT
 
 
 def run_cli(capsys, *args):

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from grader.compare import compare_values, describe_shape, is_real_numeric, scale_factor
+from grader.checking.compare import compare_values, describe_shape, is_real_numeric, scale_factor
 
 NAN, INF = float("nan"), float("inf")
 

@@ -12,8 +12,8 @@ import zlib
 import numpy as np
 import pytest
 
-from grader.compute import ComputeError, conv2d, evaluate, fit_conv2d_kernel, max_pool2d
-from grader.spec import Conv2D, MaxPool2D, Reshape
+from grader.checking.compute import ComputeError, conv2d, evaluate, fit_conv2d_kernel, max_pool2d
+from grader.model.spec import Conv2D, MaxPool2D, Reshape
 
 PADDINGS = ["valid", "same"]
 STRIDES = [(1, 1), (2, 1), (1, 2), (2, 2), (3, 2)]

@@ -7,10 +7,9 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import FIXTURES
 
 from grader.cli import main
-
-from conftest import FIXTURES
 
 distributed = pytest.importorskip("distributed")
 

@@ -4,10 +4,9 @@ command and exit code of the CLI is documented."""
 import re
 
 import pytest
+from conftest import ROOT
 
 from grader.cli import build_parser
-
-from conftest import ROOT
 
 README = (ROOT / "README.md").read_text()
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test here builds or uses the edges references
+
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENT = ROOT / "assignments" / "edges"
 FIXTURES = ROOT / "tests" / "files" / "edges"
@@ -47,7 +49,7 @@ def project_root():
 
 @pytest.fixture(scope="module")
 def edges(project_root):
-    from grader.assignment import load_assignment
+    from grader.model.assignment import load_assignment
 
     return load_assignment(ASSIGNMENT)
 
@@ -56,15 +58,15 @@ def edges(project_root):
 def edges_references(edges):
     """Built once for this module (cached in the session's GRADER_CACHE_DIR),
     cross-checked against the spec's NumPy computations."""
-    from grader.references import load_references
+    from grader.grading.references import load_references
 
     return load_references(edges)
 
 
 @pytest.fixture(scope="module")
 def graded(edges, edges_references):
-    from grader.execute import KernelExecutor
-    from grader.grade import grade
+    from grader.execution.kernel import KernelExecutor
+    from grader.grading.grade import grade
 
     cache = {}
 
@@ -139,7 +141,7 @@ def test_transposed_kernel_feedback_shows_the_vertical_sobel_kernel(graded):
 
 def test_batch_gives_a_result_per_notebook(project_root, edges_references, tmp_path):
     from grader.cli import main
-    from grader.result import Result
+    from grader.model.result import Result
 
     out = tmp_path / "results"
     assert main(["batch", str(FIXTURES), "--assignment", "edges", "--out", str(out)]) == 0

@@ -14,12 +14,18 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-
-from grader.gradescope import (CONFIG_FILE, PINNED, BundleError, build_bundle, find_notebook,
-                               read_submission_metadata, run_autograder)
-from grader.result import Result
-
 from conftest import FIXTURES
+
+from grader.model.result import Result
+from grader.platforms.gradescope import (
+    CONFIG_FILE,
+    PINNED,
+    BundleError,
+    build_bundle,
+    find_notebook,
+    read_submission_metadata,
+    run_autograder,
+)
 
 HIDDEN = "Exercise 4: same_output is the zero-padded box blur"
 METADATA = {  # as documented in Gradescope's submission_metadata page
@@ -91,7 +97,7 @@ def test_zip_has_the_two_executable_scripts_at_its_top_and_no_solution(bundle, a
         assert mode & 0o170000 == 0o100000 and mode & 0o111 == 0o111, f"{script}: mode {mode:o}"
     assert not any(name.startswith(("solutions/", "assignments/conv2d/examples/")) for name in infos)
     assert sha256(assignment.solution_path.read_bytes()) not in digests
-    assert "grader/gradescope.py" in infos and "pyproject.toml" in infos
+    assert "grader/platforms/gradescope.py" in infos and "pyproject.toml" in infos
     assert f"references/conv2d/{config['reference_key'][:32]}/manifest.json" in infos
     assert config["test_visibility"] == {HIDDEN: "hidden"}
     assert "768 MB" in readme and "2 GB" in readme
@@ -119,7 +125,7 @@ def test_bundled_source_builds_a_grader_wheel(bundle, tmp_path):
                            str(tmp_path / "source"), "-w", str(tmp_path / "wheel")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     (wheel,) = (tmp_path / "wheel").glob("grader-*.whl")
-    assert "grader/gradescope.py" in zipfile.ZipFile(wheel).namelist()
+    assert "grader/platforms/gradescope.py" in zipfile.ZipFile(wheel).namelist()
 
 
 def test_unknown_check_in_visibility_is_refused_before_writing(assignment, references, tmp_path):
@@ -165,7 +171,7 @@ def test_swapped_strides_scores_5_with_its_feedback(bundle, tmp_path):
 def test_setup_check_grades_the_bundled_template(bundle, tmp_path):
     root = autograder_root(bundle, tmp_path)
     env = {k: v for k, v in os.environ.items() if k not in ("GRADER_ROOT", "PYTHONPATH")}
-    proc = subprocess.run([sys.executable, "-m", "grader.gradescope", "--check", "--root", str(root)],
+    proc = subprocess.run([sys.executable, "-m", "grader.platforms.gradescope", "--check", "--root", str(root)],
                           cwd=root / "source", env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr
     assert "bundle ok: conv2d" in proc.stdout and "template graded 0 / 10" in proc.stdout

@@ -116,7 +116,7 @@ def test_unreadable_file_scores_zero_with_the_reason(graded, name, reason):
 
 
 def test_results_are_standard_json_with_metadata(graded, assignment):
-    from grader.references import reference_key
+    from grader.grading.references import reference_key
 
     result = graded("correct")
     data = json.loads(result.model_dump_json())

@@ -14,9 +14,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from grader.compute import conv2d
-from grader.html_report import (INDEX_FILE, common_mistakes, load_answer_arrays, page_name, write_report,
-                                write_submission_report)
+from grader.checking.compute import conv2d
+from grader.reports.html import (
+    INDEX_FILE,
+    common_mistakes,
+    load_answer_arrays,
+    page_name,
+    write_report,
+    write_submission_report,
+)
 
 GRADED = ["correct", "swapped_strides", "lesson_literal_random_kernel"]
 EVIL_STEM = "x <b>&#?%'"

@@ -9,20 +9,29 @@ import json
 import re
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from grader.errors import GraderError, ResultsError
-from grader.gradebook_export import export_canvas, export_moodle
-from grader.lms import LmsError, feedback, match_results, points
-from grader.lti import (SCORE_MEDIA_TYPE, RetryPolicy, Score, export_lti, publish_lti, publish_scores,
-                        retry_after_seconds, score_timestamp, scores_url)
-from grader.result import AssignmentInfo, Result, SubmissionInfo, Timings, Versions
-from grader.result import TestResult as CheckResult
-from grader.roster import RosterError, load_roster
+from grader.model.result import AssignmentInfo, Result, SubmissionInfo, Timings, Versions
+from grader.model.result import TestResult as CheckResult
+from grader.platforms.gradebook import export_canvas, export_moodle
+from grader.platforms.lti import (
+    SCORE_MEDIA_TYPE,
+    RetryPolicy,
+    Score,
+    export_lti,
+    publish_lti,
+    publish_scores,
+    retry_after_seconds,
+    score_timestamp,
+    scores_url,
+)
+from grader.platforms.matching import LmsError, feedback, match_results, points
+from grader.platforms.roster import RosterError, load_roster
 
 TOKEN = "s3cr3t.T0ken-_~+/=="
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}(\+00:00)$")
@@ -227,7 +236,7 @@ def test_score_timestamp_is_utc_with_milliseconds(graded_at, expected):
 def test_unreadable_graded_at_becomes_now():
     stamp = score_timestamp("yesterday")
     assert TIMESTAMP.match(stamp)
-    assert abs(datetime.fromisoformat(stamp) - datetime.now(timezone.utc)) < timedelta(seconds=5)
+    assert abs(datetime.fromisoformat(stamp) - datetime.now(UTC)) < timedelta(seconds=5)
 
 
 @pytest.mark.parametrize("lineitem, expected", [
@@ -276,7 +285,7 @@ def test_retry_after_seconds(value, seconds):
 
 
 def test_retry_after_as_an_http_date():
-    now = datetime(2026, 11, 28, 19, 30, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 28, 19, 30, tzinfo=UTC)
     assert retry_after_seconds(format_datetime(now + timedelta(seconds=12), usegmt=True), now) == 12.0
     assert retry_after_seconds(format_datetime(now - timedelta(seconds=12), usegmt=True), now) == 0.0
 

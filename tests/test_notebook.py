@@ -2,16 +2,15 @@
 cells run and where each answer is captured."""
 
 import json
-import os
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_raw_cell
 
-from grader.assignment import load_assignment
 from grader.errors import InvalidSubmission
-from grader.notebook import cell_tags, plan_execution, read_submission
+from grader.execution.plan import cell_tags, plan_execution, read_submission
+from grader.model.assignment import load_assignment
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX = 10 * 2**20

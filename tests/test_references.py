@@ -4,10 +4,11 @@ verified on load, cross-checked against NumPy."""
 import numpy as np
 import pytest
 
-from grader.assignment import load_assignment
 from grader.errors import SolutionError
-from grader.execute import KernelExecutor
-from grader.references import cache_root, load_references, reference_key
+from grader.execution.kernel import KernelExecutor
+from grader.grading.references import load_references, reference_key
+from grader.model.assignment import load_assignment
+from grader.settings import cache_root
 
 
 class CountingExecutor:

@@ -6,10 +6,9 @@ import json
 
 import jsonschema
 import pytest
-
-from grader.result import Result
-
 from conftest import FIXTURES, ROOT
+
+from grader.model.result import Result
 
 COMMITTED = ROOT / "schema" / "result.schema.json"
 

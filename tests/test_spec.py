@@ -1,13 +1,13 @@
-"""grader.spec and grader.assignment: a typo or an inconsistency in an
+"""grader.model.spec and grader.assignment: a typo or an inconsistency in an
 assignment.toml is caught when it is loaded, with the file and the key named."""
 
 from pathlib import Path
 
 import pytest
 
-from grader.assignment import available_assignments, load_assignment
 from grader.errors import AssignmentNotFound, GraderError, SpecError
-from grader.spec import Conv2D, Reshape, load_spec
+from grader.model.assignment import available_assignments, load_assignment
+from grader.model.spec import Conv2D, Reshape, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 

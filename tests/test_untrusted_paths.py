@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from grader.execute import Workdir, student_environment
-from grader.results_dir import result_names
-from grader.untrusted import UnsafeFile, chown_tree, open_dir, read_capped, tail, write_replacing
-from grader.zygote import _Channel, _Closed
+from grader.execution.base import Workdir, student_environment
+from grader.execution.untrusted import UnsafeFile, chown_tree, open_dir, read_capped, tail, write_replacing
+from grader.execution.zygote import _Channel, _Closed
+from grader.grading.results_dir import result_names
 
 
 def plant(folder: Path, name: str, kind: str, target: Path | None = None) -> Path:

@@ -14,10 +14,10 @@ import nbformat
 import pytest
 
 from grader.errors import ExecutorError
-from grader.execute import make_executor
-from grader.grade import grade
-from grader.sandbox import FULL, STUDENT_UID_BASE, probe
-from grader.warm import WarmExecutor
+from grader.execution.factory import make_executor
+from grader.execution.sandbox import FULL, STUDENT_UID_BASE, probe
+from grader.execution.warm import WarmExecutor
+from grader.grading.grade import grade
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "files" / "conv2d"
@@ -176,10 +176,11 @@ def test_zygote_that_cannot_import_raises_executor_error(tmp_path, monkeypatch, 
             grade(FIXTURES / "correct.ipynb", assignment, executor=executor, references=references)
 
 
+@pytest.mark.slow
 def test_zygote_preloads_without_running_a_tensorflow_op():
     """A TensorFlow runtime initialized before the fork would be shared, broken, by every child."""
     script = (
-        "from grader.zygote import _preload\n"
+        "from grader.execution.zygote import _preload\n"
         "_preload()\n"
         "import sys\n"
         "from tensorflow.python.eager import context\n"
@@ -197,8 +198,8 @@ def test_grader_never_imports_tensorflow_and_its_death_ends_the_zygote(reference
     leaves nothing behind: the zygote sees its socket close and exits."""
     script = (
         "import os, signal, sys\n"
-        "from grader.grade import grade\n"
-        "from grader.warm import WarmExecutor\n"
+        "from grader.grading.grade import grade\n"
+        "from grader.execution.warm import WarmExecutor\n"
         "executor = WarmExecutor()\n"
         f"result = grade({str(FIXTURES / 'correct.ipynb')!r}, 'conv2d', executor=executor)\n"
         "print(result.score, sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))\n"
@@ -262,7 +263,7 @@ def test_sandboxed_child_dies_and_times_out_like_any(isolated, assignment, refer
 
 @pytest.mark.parametrize("name", READABLE)
 def test_same_grades_as_the_kernel_executor(graded, grade_warm, name):
-    """``graded`` (conftest) grades with grader.execute.KernelExecutor."""
+    """``graded`` (conftest) grades with grader.execution.base.KernelExecutor."""
     options = OPTIONS.get(name, {})
     kernel = graded(name, **options)
     warm = grade_warm(FIXTURES / f"{name}.ipynb", **options)

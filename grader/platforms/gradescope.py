@@ -28,7 +28,7 @@ What Gradescope documents, and this module relies on
   minutes per submission (40 at most).
 
 So results.json has only those documented keys at its top level and in its
-tests; the grader's complete :class:`~grader.result.Result` and the student's
+tests; the grader's complete :class:`~grader.model.result.Result` and the student's
 identity go in ``extra_data``.  Whatever goes wrong, a results.json is written
 (score 0 and the reason): a Python failure becomes an error result here, and
 ``run_autograder`` writes one itself if Python did not.
@@ -51,21 +51,22 @@ import tempfile
 import time
 import traceback
 import zipfile
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Iterator, Literal, Mapping
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .assignment import Assignment, load_assignment
-from .errors import GraderError, SolutionError
-from .references import PINNED_KEY_FILE, load_references, read_entry, reference_key, write_entry
-from .result import Result, Versions
-from .versions import current_versions
+from grader.errors import GraderError, SolutionError
+from grader.grading.references import PINNED_KEY_FILE, load_references, read_entry, reference_key, write_entry
+from grader.model.assignment import Assignment, load_assignment
+from grader.model.result import Result, Versions
+from grader.model.versions import current_versions
 
 Visibility = Literal["visible", "hidden", "after_due_date", "after_published"]
 
@@ -73,7 +74,7 @@ DEFAULT_ROOT = Path("/autograder")
 CONFIG_FILE = "gradescope.json"
 REFERENCES_DIR = "references"  # a GRADER_CACHE_DIR holding this assignment's entry only
 EXECUTABLES = ("setup.sh", "run_autograder")
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]
 PACKAGE_FILES = ("pyproject.toml", "README.md")  # what `pip install` of the bundle needs besides grader/
 # What setup.sh installs, pinned to the versions installed here (the references were built with them).
 PINNED = ("tensorflow-cpu", "keras", "numpy", "nbformat", "nbclient", "ipykernel", "pydantic", "rich", "matplotlib")
@@ -277,23 +278,23 @@ def run_autograder(root: Path = DEFAULT_ROOT, executor=None) -> dict:
     results["execution_time"] = round(time.monotonic() - start)
     out = root / "results" / "results.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    from .batch import write_atomic
+    from grader.grading.results_dir import write_atomic
 
     write_atomic(out, json.dumps(results, indent=2, allow_nan=False) + "\n")
     return results
 
 
 def _grade_with(bundle: Bundle, root: Path, executor, start: float) -> dict:
-    from .execute import make_executor
-    from .grade import grade, invalid_result
+    from grader.execution.factory import make_executor
+    from grader.grading.grade import grade, invalid_result
 
     submitters, submission = read_submission_metadata(root / "submission_metadata.json")
-    print(f"grader {current_versions().grader} from {Path(__file__).resolve().parent}; assignment "
+    print(f"grader {current_versions().grader} from {Path(__file__).resolve().parents[1]}; assignment "
           f"{bundle.assignment.name}, references {bundle.config.reference_key[:12]}")
     print("submitted by " + (", ".join(f"{u.get('name')} <{u.get('email')}>" for u in submitters) or "(no metadata)"))
     for warning in bundle.warnings:
         print(f"warning: {warning}")
-    executor = executor or make_executor("kernel")  # sandboxed, as everywhere: the submission is untrusted
+    executor = executor or make_executor()  # the sandboxed default, as everywhere: the submission is untrusted
     notebook, problem = find_notebook(root / "submission", bundle.assignment.spec.template)
     if problem:
         result = invalid_result(root / "submission", bundle.assignment, problem, executor.name,
@@ -366,7 +367,7 @@ def to_gradescope(result: Result, bundle: Bundle, submitters: list[dict], submis
         "extra_data": {
             "submitters": submitters,
             "submission": submission,
-            "grader": {"version": current_versions().grader, "package": str(Path(__file__).resolve().parent),
+            "grader": {"version": current_versions().grader, "package": str(Path(__file__).resolve().parents[1]),
                        "reference_key": config.reference_key, "bundle_built_at": config.built_at},
             "warnings": bundle.warnings,
             "result": result.model_dump(mode="json"),
@@ -377,7 +378,7 @@ def to_gradescope(result: Result, bundle: Bundle, submitters: list[dict], submis
 def student_summary(result: Result, config: BundleConfig) -> str:
     """The result's summary, counting only the checks shown with it: checks
     whose visibility differs from the top level's are not revealed there."""
-    from .grade import summary_text
+    from grader.grading.grade import summary_text
 
     shown = [t for t in result.tests if config.visibility_of(t.name) == config.visibility]
     if len(shown) == len(result.tests) or result.status != "graded":
@@ -414,18 +415,13 @@ def bundle_cache(source: Path) -> Iterator[None]:
 def check_bundle(root: Path, executor_name: str | None = None) -> str:
     """For setup.sh: load the unpacked bundle and grade its own template, so a
     broken image fails when it is built rather than at the first submission."""
-    from .execute import make_executor
-    from .grade import grade
+    from grader.execution.factory import make_executor
+    from grader.grading.grade import grade
 
-    executor = make_executor(executor_name or "kernel")
-    try:
-        with bundle_cache(root / "source"):
-            bundle = load_bundle(root / "source")
-            result = grade(bundle.assignment.template_path, bundle.assignment, executor=executor,
-                           references=bundle.references)
-    finally:
-        if hasattr(executor, "close"):
-            executor.close()
+    with make_executor(executor_name or "kernel") as executor, bundle_cache(root / "source"):
+        bundle = load_bundle(root / "source")
+        result = grade(bundle.assignment.template_path, bundle.assignment, executor=executor,
+                       references=bundle.references)
     if result.status != "graded" or any(c.status == "died" for c in result.cells):
         raise BundleError(f"the template did not run in this image: {result.output}")
     lines = [f"bundle ok: {bundle.assignment.name}, references {bundle.config.reference_key[:12]}, "
@@ -435,7 +431,7 @@ def check_bundle(root: Path, executor_name: str | None = None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m grader.gradescope",
+        prog="python -m grader.platforms.gradescope",
         description="Grade the submission in ROOT/submission with the autograder bundle unpacked in ROOT/source "
                     "and write ROOT/results/results.json (what Gradescope's run_autograder runs).")
     parser.add_argument("--root", type=Path, default=Path(os.environ.get("AUTOGRADER_ROOT") or DEFAULT_ROOT),
@@ -452,17 +448,14 @@ def main(argv: list[str] | None = None) -> int:
         except GraderError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return exc.exit_code
-    from .execute import make_executor
+    from grader.execution.factory import make_executor
 
-    executor = make_executor(args.executor)
-    try:
-        run_autograder(args.root, executor)
-    except OSError as exc:
-        print(f"error: cannot write {args.root / 'results' / 'results.json'}: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        if hasattr(executor, "close"):
-            executor.close()
+    with make_executor(args.executor) as executor:
+        try:
+            run_autograder(args.root, executor)
+        except OSError as exc:
+            print(f"error: cannot write {args.root / 'results' / 'results.json'}: {exc}", file=sys.stderr)
+            return 1
     return 0
 
 
@@ -471,7 +464,7 @@ def _sha256(path: Path) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 # --------------------------------------------------------------------------- bundle files
@@ -505,7 +498,7 @@ python3.11 -m venv "$VENV"
 "$VENV/bin/python" -m pip install -r "$SOURCE/requirements.txt"
 "$VENV/bin/python" -m pip install --no-deps "$SOURCE"
 cd "$SOURCE"
-"$VENV/bin/python" -m grader.gradescope --check --root "$ROOT"
+"$VENV/bin/python" -m grader.platforms.gradescope --check --root "$ROOT"
 """
 
 RUN_AUTOGRADER = r"""#!/usr/bin/env bash
@@ -523,8 +516,8 @@ export GRADER_CACHE_DIR="$ROOT/source/references"
 mkdir -p "$ROOT/results"
 rm -f "$RESULTS"
 status=0
-# from the source folder, `-m grader.gradescope` imports this bundle's grader
-(cd "$ROOT/source" && exec "$PYTHON" -m grader.gradescope --root "$ROOT") || status=$?
+# from the source folder, `-m grader.platforms.gradescope` imports this bundle's grader
+(cd "$ROOT/source" && exec "$PYTHON" -m grader.platforms.gradescope --root "$ROOT") || status=$?
 if [ ! -s "$RESULTS" ]; then
     echo "run_autograder: the grader exited with status $status without writing $RESULTS"
     printf '{"score": 0.0, "execution_time": 0, "output": "%s", "stdout_visibility": "hidden", "tests": []}\n' \

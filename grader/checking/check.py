@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .answers import CapturedAnswer
-from .compare import compare_values, describe_shape, is_real_numeric, scale_factor
-from .compute import ComputeError, evaluate, fit_conv2d_kernel
-from .result import TestResult
-from .spec import FILE_PREFIX, Check, Conv2D, Spec, computation_sources
+from grader.checking.answers import CapturedAnswer
+from grader.checking.compare import compare_values, describe_shape, is_real_numeric, scale_factor
+from grader.checking.compute import ComputeError, evaluate, fit_conv2d_kernel
+from grader.model.result import TestResult
+from grader.model.spec import FILE_PREFIX, Check, Conv2D, Spec, computation_sources
 
 NOT_CAPTURED = "{answer} was not computed ({where}: {detail})."
 NEVER_ASSIGNED = "{answer} was never assigned: write its exercise's code in the answer cell, run it, and keep the variable name exactly `{answer}`."

@@ -8,11 +8,11 @@ in float64 with plain NumPy, never with TensorFlow.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
-from .spec import Computation, Conv2D, MaxPool2D, Reshape, Source
+from grader.model.spec import Computation, Conv2D, MaxPool2D, Reshape, Source
 
 Resolve = Callable[[str], np.ndarray]
 

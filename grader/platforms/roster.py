@@ -27,7 +27,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from .errors import RosterError
+from grader.errors import RosterError
 
 NOTEBOOK_SUFFIX = ".ipynb"
 MAX_ROSTER_BYTES = 16 * 2**20

@@ -6,7 +6,7 @@ import platform
 from functools import lru_cache
 from importlib import metadata
 
-from .result import Versions
+from grader.model.result import Versions
 
 
 def _version(*distributions: str) -> str | None:

@@ -6,12 +6,12 @@ numpy, TensorFlow, Keras, matplotlib (Agg), IPython and matplotlib-inline once,
 runs no TensorFlow op (a forked child must not inherit an initialized runtime),
 and forks one fresh child per submission.  The child runs the cells through an
 IPython ``InteractiveShell``, so magics, shell escapes, ``display()`` and
-errors behave as in a notebook, and writes answers with :mod:`grader.capture`.
+errors behave as in a notebook, and writes answers with :mod:`grader.execution.capture`.
 
 Three processes, two kinds of channel, JSON messages only (no pickle):
 
 * grader <-> zygote: a ``SOCK_SEQPACKET`` socket.  The zygote is started with
-  this very Python (``python -m grader.zygote FD``) so the grader itself never
+  this very Python (``python -m grader.execution.zygote FD``) so the grader itself never
   imports TensorFlow.  Requests: fork (carrying, as ``SCM_RIGHTS``, the
   socket the child will use) and sweep (kill and reap whatever a finished
   submission left behind; the zygote is a child subreaper, so orphans of the
@@ -23,11 +23,11 @@ Three processes, two kinds of channel, JSON messages only (no pickle):
   when the student's own processes keep the socket open.
 
 Timeouts, interrupts and what "stopped" means follow
-:class:`grader.execute.KernelExecutor`, the reference executor.  Several
+:class:`grader.execution.kernel.KernelExecutor`, the reference executor.  Several
 submissions may run at a time (one child each); a sweep only touches the
 finished submission's session and orphans of no running submission.  With a
 sandbox policy the zygote forks the child as PID 1 of a new PID namespace,
-the child isolates itself with :func:`grader.sandbox.enter` right after the
+the child isolates itself with :func:`grader.execution.sandbox.enter` right after the
 fork, and the zygote releases the sandbox (cgroups, the out-of-memory
 report) when it reaps the child.  Where the zygote cannot make the namespace,
 ``enter`` forks once more: the notebook runs in an isolated grandchild (same
@@ -36,7 +36,7 @@ pidfd watches the sandbox's supervising process, which exits when the
 grandchild does.
 
 This module is the grader's side; what runs in the zygote and in its
-children is :mod:`grader.zygote`.
+children is :mod:`grader.execution.zygote`.
 
 Known differences from a kernel: the student's stdout goes to the log (a kernel
 sends it to the notebook); ``%matplotlib <gui>`` is accepted and shows nothing;
@@ -59,13 +59,24 @@ import time
 import weakref
 from pathlib import Path
 
-from .errors import ExecutorError
-from .execute import (DIED, FINAL_POINT, LOG_NAME, ExecutionRecord, Workdir, clean_text, finish_record,
-                      isolation_label, point_name, run_units, student_environment)
-from .notebook import ExecutionPlan
-from .sandbox import Policy, clear_keyrings, student_uid
-from .untrusted import tail
-from .zygote import PACKAGE_PARENT, _Channel, _Closed, _readable, _Refused
+from grader.errors import ExecutorError
+from grader.execution.base import (
+    DIED,
+    FINAL_POINT,
+    LOG_NAME,
+    ExecutionRecord,
+    Workdir,
+    clean_text,
+    finish_record,
+    isolation_label,
+    point_name,
+    run_units,
+    student_environment,
+)
+from grader.execution.plan import ExecutionPlan
+from grader.execution.sandbox import Policy, clear_keyrings, student_uid
+from grader.execution.untrusted import tail
+from grader.execution.zygote import PACKAGE_PARENT, _Channel, _Closed, _readable, _Refused
 
 
 class _ZygoteLost(Exception):
@@ -78,8 +89,8 @@ class _ZygoteLost(Exception):
 class WarmExecutor:
     """Runs each notebook in a fresh child forked from a preloaded zygote.
 
-    Same contract as :class:`~grader.execute.KernelExecutor`, sandbox
-    included: with a ``policy`` each child enters :func:`grader.sandbox.enter`
+    Same contract as :class:`~grader.execution.kernel.KernelExecutor`, sandbox
+    included: with a ``policy`` each child enters :func:`grader.execution.sandbox.enter`
     right after the fork.  The zygote is started on the first :meth:`run`,
     shared by every later run (several may run at a time, from threads) and
     restarted when it died; the submission is then retried once
@@ -226,7 +237,7 @@ class _Zygote:
         try:
             with open(self.output, "wb") as out:
                 self.process = subprocess.Popen(
-                    [sys.executable, "-m", "grader.zygote", str(theirs.fileno()), str(self.scratch)],
+                    [sys.executable, "-m", "grader.execution.zygote", str(theirs.fileno()), str(self.scratch)],
                     pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                     cwd=PACKAGE_PARENT, env=env, start_new_session=True)  # a Ctrl-C at the grader's terminal is not for it
         except OSError as exc:

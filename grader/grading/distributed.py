@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
-from .answers import KeptAnswersBudget
-from .assignment import Assignment, load_assignment
-from .errors import GraderError
-from .result import Result
+from grader.errors import GraderError
+from grader.grading.results_dir import KeptAnswersBudget
+from grader.model.assignment import Assignment, load_assignment
+from grader.model.result import Result
 
 _local = {}
 _lock = threading.Lock()
@@ -27,7 +27,7 @@ _lock = threading.Lock()
 
 def grade_on_cluster(scheduler: str, todo: list[Path], assignment: Assignment, executor: str, options: dict,
                      kept_at: dict[Path, Path] | None, budget: KeptAnswersBudget) -> Iterator[tuple[Path, Result]]:
-    from .results_dir import write_atomic
+    from grader.grading.results_dir import write_atomic
 
     try:
         from distributed import Client, as_completed
@@ -61,7 +61,7 @@ def grade_bytes(name: str, data: bytes | None, assignment_folder: str, executor:
                 keep_answers: bool) -> tuple[str, bytes | None]:
     """Runs on a worker: grade one submission given as bytes; return the
     result JSON and, if asked, the kept answers (.npz bytes)."""
-    from .batch import grade_safely
+    from grader.grading.grade import grade_safely
 
     assignment, runner, references, key = _worker_state(assignment_folder, executor)
     with tempfile.TemporaryDirectory(prefix="grader-dask-") as tmp:
@@ -76,9 +76,9 @@ def grade_bytes(name: str, data: bytes | None, assignment_folder: str, executor:
 
 def _worker_state(assignment_folder: str, executor: str):
     """One assignment, executor and reference set per worker process."""
-    from .batch import single_threaded_blas
-    from .execute import make_executor
-    from .references import load_references, reference_key
+    from grader.execution.factory import make_executor
+    from grader.grading.grade import single_threaded_blas
+    from grader.grading.references import load_references, reference_key
 
     key = (assignment_folder, executor)
     with _lock:

@@ -27,14 +27,14 @@ from urllib.parse import quote
 
 import numpy as np
 
-from . import figures
-from .assignment import Assignment
-from .batch import ANSWERS_DIR
-from .compare import describe_shape, is_real_numeric
-from .compute import ComputeError, evaluate
-from .errors import GraderError, ResultsError
-from .result import Result, TestResult
-from .spec import FILE_PREFIX
+from grader.checking.compare import describe_shape, is_real_numeric
+from grader.checking.compute import ComputeError, evaluate
+from grader.errors import GraderError, ResultsError
+from grader.grading.results_dir import ANSWERS_DIR
+from grader.model.assignment import Assignment
+from grader.model.result import Result, TestResult
+from grader.model.spec import FILE_PREFIX
+from grader.reports import figures
 
 INDEX_FILE = "index.html"
 VALUE_KINDS = ("reference", "compute")  # checks whose answers get the three images
@@ -85,7 +85,7 @@ def write_report(results_dir: Path, out: Path, assignment: Assignment,
     """Write a page per result in ``results_dir`` and the class page; returns
     the class page (``out/index.html``).  ``references`` default to the
     assignment's (built and cached on first use)."""
-    from .references import load_references, reference_key
+    from grader.grading.references import load_references, reference_key
 
     results, unreadable = load_results(results_dir)
     if references is None:
@@ -131,7 +131,7 @@ def write_submission_report(result: Result, answers: dict[str, np.ndarray], refe
 def load_results(results_dir: Path) -> tuple[dict[str, Result], list[str]]:
     """The results of a batch by file stem, in name order, and the names of
     result files that could not be read (as the LMS exports read them: size-capped)."""
-    from .lms import read_result, result_files
+    from grader.grading.results_dir import read_result, result_files
 
     results, unreadable = {}, []
     for path in result_files(results_dir):

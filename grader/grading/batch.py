@@ -12,29 +12,31 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 import time
-import traceback
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 from pydantic import ValidationError
 
-from .assignment import Assignment
-from .errors import ResultsError
-from .answers import KeptAnswersBudget
-from .execute import Executor, make_executor
-from .grade import grade, invalid_result
-from .notebook import file_digest
-from .references import load_references, reference_key
-from .result import Result
-from .results_dir import SUMMARY_FILE, natural_result_name, result_names, write_atomic
-
-GRADEBOOK_FILE = "gradebook.csv"
-ANSWERS_DIR = "answers"
+from grader.errors import ResultsError
+from grader.execution.base import Executor
+from grader.execution.factory import make_executor
+from grader.execution.plan import file_digest
+from grader.grading.grade import grade_safely, single_threaded_blas
+from grader.grading.references import load_references, reference_key
+from grader.grading.results_dir import (
+    ANSWERS_DIR,
+    GRADEBOOK_FILE,
+    SUMMARY_FILE,
+    KeptAnswersBudget,
+    natural_result_name,
+    result_names,
+    write_atomic,
+)
+from grader.model.assignment import Assignment
+from grader.model.result import Result
 
 
 def find_submissions(folder: Path) -> list[Path]:
@@ -46,7 +48,7 @@ def find_submissions(folder: Path) -> list[Path]:
 
 def result_path(out: Path, submission: Path, names: dict[str, str] | None = None) -> Path:
     """Where a submission's result goes: by the batch's ``names``
-    (:func:`~grader.results_dir.result_names`), or alone in its folder."""
+    (:func:`~grader.grading.results_dir.result_names`), or alone in its folder."""
     names = names or result_names([submission.name])
     return out / names[submission.name]
 
@@ -109,14 +111,14 @@ def grade_batch(
     submissions = find_submissions(folder)
     prepare_out(out)
     names = result_names([s.name for s in submissions])
-    executor = executor or make_executor("kernel")  # sandboxed by default: submissions are untrusted
+    executor = executor or make_executor()  # the sandboxed default: submissions are untrusted
     key = reference_key(assignment)
     todo = [s for s in submissions if force or not is_up_to_date(
         s, result_path(out, s, names), key, keep_answers and answers_path(out, s, names))]
     options = dict(cell_timeout=cell_timeout, notebook_timeout=notebook_timeout)
     budget = KeptAnswersBudget()
     if scheduler:
-        from .distributed import grade_on_cluster
+        from grader.grading.distributed import grade_on_cluster
 
         finished = grade_on_cluster(scheduler, todo, assignment, executor.name, options,
                                     {s: answers_path(out, s, names) for s in todo} if keep_answers else None, budget)
@@ -142,38 +144,12 @@ def grade_batch(
     return summary
 
 
-def single_threaded_blas():
-    """The grader's own arithmetic (checks, diagnoses) with one BLAS thread,
-    for as long as the context lasts.  A batch gets its parallelism from
-    grading several submissions at once; an OpenBLAS pool that spins between
-    our small matrix products took 100 ms of CPU per notebook from the
-    students' processes on 2 cores (the students' own processes are not
-    affected: they are other processes)."""
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=1, user_api="blas")
-
-
 def _grade_locally(todo, assignment, executor, references, jobs, options, kept_at) -> Iterator[tuple[Path, Result]]:
     with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="grade") as pool:
         futures = {pool.submit(grade_safely, s, assignment, executor, references, keep_answers=kept_at(s), **options): s
                    for s in todo}
         for future in as_completed(futures):
             yield futures[future], future.result()
-
-
-def grade_safely(submission: Path, assignment: Assignment, executor: Executor, references, **options) -> Result:
-    """:func:`grade`, except that a failure of the grader itself on this
-    submission becomes this submission's result (status ``error``)."""
-    t0 = time.monotonic()
-    try:
-        return grade(submission, assignment, executor=executor, references=references, **options)
-    except Exception as exc:  # a bug or machine problem on this submission must not stop the batch
-        reason = f"the grader failed on this submission ({type(exc).__name__}: {exc}); it was not graded"
-        result = invalid_result(submission, assignment, reason, executor.name, time.monotonic() - t0,
-                                options.get("references_key"), status="error")
-        result.errors.append("".join(traceback.format_exception_only(exc)).strip())
-        return result
 
 
 def is_up_to_date(submission: Path, result_file: Path, key: str, answers_file: Path | None = None) -> bool:

@@ -7,8 +7,8 @@ without a result file, a result file that cannot be read or validated, and a
 result that no roster line claims are each listed in the :class:`Matching`,
 so the exports can show them.  A bad result file never stops an export.
 
-The exports built on it: :mod:`grader.lti` (LTI 1.3 Assignment and Grade
-Services scores) and :mod:`grader.gradebook_export` (Canvas and Moodle CSV).
+The exports built on it: :mod:`grader.platforms.lti` (LTI 1.3 Assignment and Grade
+Services scores) and :mod:`grader.platforms.gradebook` (Canvas and Moodle CSV).
 """
 
 from __future__ import annotations
@@ -17,14 +17,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import ValidationError
+from grader.errors import LmsError, ResultsError
+from grader.grading.results_dir import GRADEBOOK_FILE, SUMMARY_FILE, read_result, result_files, write_atomic
+from grader.model.result import Result
+from grader.platforms.roster import Roster, Student, load_roster, submission_key
 
-from .batch import GRADEBOOK_FILE, SUMMARY_FILE, write_atomic
-from .errors import LmsError, ResultsError
-from .result import Result
-from .roster import Roster, Student, load_roster, submission_key
-
-MAX_RESULT_BYTES = 16 * 2**20
 FEEDBACK_FAILED_CHECKS = 3  # how many failed checks a short feedback names
 FEEDBACK_MAX_CHARS = 1000
 
@@ -71,31 +68,6 @@ class Matching:
                   for u in self.unreadable]
         lines += [f"result {p.name} matches no roster line; not exported" for p in self.unmatched]
         return lines
-
-
-def result_files(results_dir: Path) -> list[Path]:
-    """The per-submission result files of a results folder, in name order."""
-    if not results_dir.is_dir():
-        raise ResultsError(f"{results_dir}: not a results folder")
-    return sorted(p for p in results_dir.iterdir()
-                  if p.name.endswith(".json") and p.name != SUMMARY_FILE and not p.name.startswith("."))
-
-
-def read_result(path: Path) -> Result | str:
-    """The result in ``path``, or why it cannot be used (never raises for a bad file)."""
-    try:
-        if not path.is_file():
-            return "not a file"
-        if path.stat().st_size > MAX_RESULT_BYTES:
-            return f"larger than {MAX_RESULT_BYTES // 2**20} MB"
-        return Result.model_validate_json(path.read_bytes())
-    except OSError as exc:
-        return f"cannot read it: {exc.strerror or exc}"
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"])
-        return f"not a grader result: {where + ': ' if where else ''}{error['msg']}" + (
-            f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else "")
 
 
 def match_results(results_dir: Path | str, roster: Roster | Path | str) -> Matching:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import nbformat
 
-from .errors import InvalidSubmission
-from .spec import Spec
+from grader.errors import InvalidSubmission
+from grader.model.spec import Spec
 
 ANSWER_TAG = "answer:"
 

@@ -19,12 +19,12 @@ result ``status``      ``activityProgress``  ``gradingProgress``    ``scoreGiven
 - A grader failure is ours, not the student's: ``Failed`` makes platforms
   ignore the score (Canvas documents this), and none is sent.
 - Students on the roster without a readable result get no Score; they are
-  listed in the :class:`~grader.lms.Matching` instead.
+  listed in the :class:`~grader.platforms.matching.Matching` instead.
 
 ``timestamp`` is when the score was made, the result's ``graded_at``, in UTC with
 milliseconds (``2026-11-28T19:30:00.123+00:00``).  Platforms do not let an
 older score replace a newer one, so publishing an old results folder never
-overwrites a regrade.  ``comment`` is :func:`grader.lms.feedback`: the score and
+overwrites a regrade.  ``comment`` is :func:`grader.platforms.matching.feedback`: the score and
 the first failed checks.
 
 Publishing POSTs each Score to the line item URL with ``/scores`` appended to
@@ -46,17 +46,18 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from .lms import Graded, LmsError, Matching, feedback, match_results, write_export
-from .roster import Roster
+from grader.platforms.matching import Graded, LmsError, Matching, feedback, match_results, write_export
+from grader.platforms.roster import Roster
 
 SCORE_MEDIA_TYPE = "application/vnd.ims.lis.v1.score+json"
 USER_AGENT = "grader-lti-ags"
@@ -109,10 +110,10 @@ def score_timestamp(graded_at: str) -> str:
     try:
         moment = datetime.fromisoformat(graded_at)
     except ValueError:
-        moment = datetime.now(timezone.utc)
+        moment = datetime.now(UTC)
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
 @dataclass
@@ -125,9 +126,9 @@ class LtiExport:
 def export_lti(results_dir: Path | str, roster: Roster | Path | str, out: Path | str) -> LtiExport:
     """Write the Scores of a results folder as a JSON array to ``out``.
 
-    Raises :class:`~grader.roster.RosterError` (bad roster),
+    Raises :class:`~grader.platforms.roster.RosterError` (bad roster),
     :class:`~grader.errors.ResultsError` (no results folder, ``out`` not
-    writable) or :class:`~grader.lms.LmsError` (results of several
+    writable) or :class:`~grader.errors.LmsError` (results of several
     assignments), all exit code 3.  Unreadable, unmatched and missing results
     are in the returned ``matching``, never an exception."""
     matching = match_results(results_dir, roster)
@@ -191,7 +192,7 @@ def publish_lti(results_dir: Path | str, roster: Roster | Path | str, lineitem_u
     """Build the Scores of a results folder and POST them to the line item.
 
     The URL and the token are checked before anything is sent
-    (:class:`~grader.lms.LmsError`); roster and results folder errors are as
+    (:class:`~grader.errors.LmsError`); roster and results folder errors are as
     for :func:`export_lti`.  A Score the platform refuses or that cannot be
     delivered is in the report (``report.ok`` is False), not an exception."""
     matching = match_results(results_dir, roster)
@@ -208,7 +209,7 @@ def publish_scores(scores: list[Score], lineitem_url: str, token: str, *, retry:
     (the platform is down or unreachable), the rest are not sent: they are
     reported ``failed`` with 0 attempts.  ``allow_http``: permit plain
     ``http://`` to a host that is not this machine (the bearer token would
-    travel in clear text).  Raises :class:`~grader.lms.LmsError` for an
+    travel in clear text).  Raises :class:`~grader.errors.LmsError` for an
     unusable URL or token, before anything is sent."""
     url = scores_url(lineitem_url, allow_http=allow_http)
     _check_token(token)
@@ -258,8 +259,8 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
         except (TypeError, ValueError, IndexError):
             return None
         if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
-        seconds = (moment - (now or datetime.now(timezone.utc))).total_seconds()
+            moment = moment.replace(tzinfo=UTC)
+        seconds = (moment - (now or datetime.now(UTC))).total_seconds()
     return max(0.0, seconds) if seconds == seconds else None  # NaN is no answer
 
 

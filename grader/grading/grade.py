@@ -8,21 +8,24 @@ only problems of the grader or its configuration raise :class:`GraderError`.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+import traceback
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from .answers import KeptAnswersBudget, answers_folder, load_answers, save_answers
-from .assignment import Assignment, load_assignment
-from .check import run_checks, score
-from .errors import InvalidSubmission
-from .execute import Executor, ExecutionRecord, make_executor, prepare_workdir
-from .notebook import ExecutionPlan, file_digest, plan_execution, read_submission
-from .references import load_references, reference_key
-from .sandbox import scratch_folder
-from .result import AssignmentInfo, CellReport, Result, SubmissionInfo, TestResult, Timings
-from .versions import current_versions
+from grader.checking.answers import answers_folder, load_answers
+from grader.checking.check import run_checks, score
+from grader.errors import InvalidSubmission
+from grader.execution.base import ExecutionRecord, Executor, prepare_workdir
+from grader.execution.factory import make_executor
+from grader.execution.plan import ExecutionPlan, file_digest, plan_execution, read_submission
+from grader.execution.sandbox import scratch_folder
+from grader.grading.references import load_references, reference_key
+from grader.grading.results_dir import KeptAnswersBudget, save_answers
+from grader.model.assignment import Assignment, load_assignment
+from grader.model.result import AssignmentInfo, CellReport, Result, SubmissionInfo, TestResult, Timings
+from grader.model.versions import current_versions
 
 CELL_FAILED = {
     "error": "cell {cell} raised {ename}: {evalue}",
@@ -46,14 +49,14 @@ def grade(
 ) -> Result:
     """Grade one notebook file against an assignment (a name, a folder, or a
     loaded :class:`Assignment`).  ``references_key``: the
-    :func:`~grader.references.reference_key` the ``references`` were loaded
+    :func:`~grader.grading.references.reference_key` the ``references`` were loaded
     under (a batch computes it once; it is recorded in the result).
     ``keep_answers``: where to save the captured arrays as ``.npz`` (for
     reports), within ``keep_budget`` (a batch's, shared by its submissions)."""
     start = time.monotonic()
     if not isinstance(assignment, Assignment):
         assignment = load_assignment(assignment)
-    executor = executor or make_executor("kernel")  # sandboxed by default: submissions are untrusted
+    executor = executor or make_executor()  # the sandboxed default: submissions are untrusted
     if references is None or references_key is None:
         references_key = reference_key(assignment)
     if references is None:
@@ -69,7 +72,7 @@ def grade(
                   "remove the cells you added")
         return invalid_result(path, assignment, reason, executor.name, time.monotonic() - start, references_key)
     plan = plan_execution(sub, assignment.spec, assignment.data_files, cell_timeout, notebook_timeout)
-    with scratch_folder(getattr(executor, "policy", None)) as tmp:
+    with scratch_folder(executor.policy) as tmp:
         workdir = prepare_workdir(plan, tmp)
         with answers_folder(workdir.answers) as answers_fd:  # opened before the student's code runs
             record = executor.run(plan, workdir)
@@ -165,8 +168,34 @@ def assignment_info(assignment: Assignment, references_key: str | None = None) -
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def _ranges(numbers: list[int]) -> str:
     return ", ".join(str(n) for n in numbers)
+
+
+def grade_safely(submission: Path, assignment: Assignment, executor: Executor, references, **options) -> Result:
+    """:func:`grade`, except that a failure of the grader itself on this
+    submission becomes this submission's result (status ``error``)."""
+    t0 = time.monotonic()
+    try:
+        return grade(submission, assignment, executor=executor, references=references, **options)
+    except Exception as exc:  # a bug or machine problem on this submission must not stop the batch
+        reason = f"the grader failed on this submission ({type(exc).__name__}: {exc}); it was not graded"
+        result = invalid_result(submission, assignment, reason, executor.name, time.monotonic() - t0,
+                                options.get("references_key"), status="error")
+        result.errors.append("".join(traceback.format_exception_only(exc)).strip())
+        return result
+
+
+def single_threaded_blas():
+    """The grader's own arithmetic (checks, diagnoses) with one BLAS thread,
+    for as long as the context lasts.  A batch gets its parallelism from
+    grading several submissions at once; an OpenBLAS pool that spins between
+    our small matrix products took 100 ms of CPU per notebook from the
+    students' processes on 2 cores (the students' own processes are not
+    affected: they are other processes)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")

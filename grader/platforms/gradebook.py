@@ -22,7 +22,7 @@ which is also the LTI user id Moodle sends), the grade column to a grade item
 and the feedback column to that item's feedback.  We write all of these
 identifier columns (empty where the roster has no value), then
 ``<assignment title>`` (the grade) and ``<assignment title> (feedback)``
-(:func:`grader.lms.feedback`).
+(:func:`grader.platforms.matching.feedback`).
 
 In both, the grade is the result's score in points, or rescaled to
 ``points_possible`` when the LMS column is worth another number of points; an
@@ -40,8 +40,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .lms import Graded, Matching, feedback, match_results, points, write_export
-from .roster import Roster, Student, load_roster
+from grader.platforms.matching import Graded, Matching, feedback, match_results, points, write_export
+from grader.platforms.roster import Roster, Student, load_roster
 
 CANVAS_STUDENT_COLUMNS = ["Student", "ID", "SIS User ID", "SIS Login ID", "Section"]
 CANVAS_POINTS_ROW = "Points Possible"
@@ -107,8 +107,8 @@ def export_canvas(results_dir: Path | str, roster: Roster | Path | str, out: Pat
     ``title``: the assignment column's name (default: the assignment title in
     the results); ``assignment_id``: the Canvas assignment to fill (default:
     none, Canvas creates an assignment).  Raises, all exit code 3:
-    :class:`~grader.roster.RosterError`, :class:`~grader.errors.ResultsError`
-    (no results folder, ``out`` not writable), :class:`~grader.lms.LmsError`
+    :class:`~grader.platforms.roster.RosterError`, :class:`~grader.errors.ResultsError`
+    (no results folder, ``out`` not writable), :class:`~grader.errors.LmsError`
     (results of several assignments).  Missing, unreadable and unmatched
     results are in the returned report."""
     roster = roster if isinstance(roster, Roster) else load_roster(roster)

@@ -1,11 +1,11 @@
 """The warm executor's other side: the code that runs in the zygote and in
-the children it forks (see :mod:`grader.warm` for the design).
+the children it forks (see :mod:`grader.execution.warm` for the design).
 
-Started as ``python -m grader.zygote FD SCRATCH`` by :class:`grader.warm.WarmExecutor`.
+Started as ``python -m grader.execution.zygote FD SCRATCH`` by :class:`grader.execution.warm.WarmExecutor`.
 This module imports nothing but the standard library at the top, so the
 zygote's seconds go to what notebooks need (TensorFlow, Keras, matplotlib,
 IPython) and not to the grader's own modules (pydantic, nbformat); what the
-children need of ours (:mod:`grader.capture`, :mod:`grader.sandbox`) is
+children need of ours (:mod:`grader.execution.capture`, :mod:`grader.execution.sandbox`) is
 imported in :func:`_preload`.
 """
 
@@ -27,7 +27,7 @@ import time
 import traceback
 from pathlib import Path
 
-PACKAGE_PARENT = Path(__file__).resolve().parents[1]  # where ``python -m grader.zygote`` finds the package
+PACKAGE_PARENT = Path(__file__).resolve().parents[2]  # where ``python -m grader.execution.zygote`` finds the package
 VALUE_LIMIT = 2000  # characters of an exception's value sent back by the child
 PR_SET_CHILD_SUBREAPER = 36
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
@@ -35,9 +35,9 @@ OUTPUT_LIMIT = 4 * 2**20  # characters of the student's Python output kept in th
 MESSAGE_LIMIT = 1 << 20  # bytes of one channel message (a reply is a few hundred; a cell's source is the largest)
 # Modules that notebooks import lazily, inside the libraries, at their first
 # traceback, `%time`, `%matplotlib` or `model.predict`: imported once in the
-# zygote rather than in every child (a NameError's traceback cost a child
-# 150 ms, mostly importing stack_data).  Imports only: no code of the
-# student's kind runs before the fork.
+# zygote rather than in every child (a NameError's traceback was mostly
+# importing stack_data; README's Performance has the figures).  Imports only:
+# no code of the student's kind runs before the fork.
 LAZY_IMPORTS = (
     "stack_data", "executing", "pure_eval", "asttokens", "pygments.formatters.terminal256",
     "pygments.styles", "pygments.console",  # IPython's tracebacks
@@ -122,7 +122,7 @@ def _readable(fds: list[int], timeout: float | None) -> set[int]:
 
 
 def _zygote_main(fd: int, scratch: str) -> None:
-    """Entry point of ``python -m grader.zygote FD SCRATCH``: preload, then serve
+    """Entry point of ``python -m grader.execution.zygote FD SCRATCH``: preload, then serve
     fork and sweep requests until the grader closes the socket; then remove
     the scratch folder (the grader may have died without doing it)."""
     control = socket.socket(fileno=fd)
@@ -153,16 +153,18 @@ def _preload() -> None:
 
     matplotlib.use("Agg")
     import IPython.core.interactiveshell  # noqa: F401
-    import matplotlib.pyplot  # noqa: F401
+    import matplotlib.pyplot
     import matplotlib_inline.backend_inline  # noqa: F401
     import numpy  # noqa: F401
     import pexpect  # noqa: F401  (IPython runs shell escapes, !cmd, through it)
-    import tensorflow  # noqa: F401
-    import tensorflow.keras.layers  # noqa: F401  (what notebooks import: keras 3 behind TensorFlow's name)
+    import tensorflow
+    import tensorflow.keras.layers
     import tensorflow.keras.models  # noqa: F401
     import traitlets.config  # noqa: F401
 
-    from . import capture, sandbox  # noqa: F401  (capture: imported once, for every child)
+    from grader.execution import (
+        sandbox,
+    )
 
     for name in LAZY_IMPORTS:
         try:
@@ -176,8 +178,8 @@ def _preload() -> None:
     except Exception:
         pass
     # A traceback asks inspect which module each frame belongs to; the first
-    # such question resolves the real path of every module loaded (3,300 with
-    # TensorFlow: 150 ms in every child whose notebook raised).  Ask it here,
+    # such question resolves the real path of every module loaded (thousands
+    # with TensorFlow, in every child whose notebook raised).  Ask it here,
     # once: inspect keeps the answers.
     inspect.getmodule(compile("None", "<grader warm-up>", "eval"))
 
@@ -232,7 +234,7 @@ def _answer(request: dict, fds: list[int], control: socket.socket, running: set[
 def _fork_child(control: socket.socket, fd: int, isolate_root: str | None = None) -> int:
     """Fork a child for the channel ``fd``; with ``isolate_root`` (the
     scratch root of a sandboxed submission), as PID 1 of a new PID namespace."""
-    from .sandbox import pid_namespace_for_next_fork
+    from grader.execution.sandbox import pid_namespace_for_next_fork
 
     sys.stdout.flush()
     sys.stderr.flush()
@@ -292,7 +294,7 @@ def _reap(pid: int) -> None:
     except ChildProcessError:
         reaped, status = pid, 0
     if reaped and pid in _released_by_us:
-        from .sandbox import release
+        from grader.execution.sandbox import release
 
         release(Path(_released_by_us.pop(pid)), status)
 
@@ -339,7 +341,7 @@ def _child_main(fd: int) -> None:
     os.environ.clear()
     os.environ.update(setup["env"])
     if setup["sandbox"]:
-        from .sandbox import Policy, enter
+        from grader.execution.sandbox import Policy, enter
 
         enter(Policy.from_json(setup["sandbox"]["policy"]), Path(setup["root"]), setup["sandbox"]["uid"])
     _set_path()
@@ -439,7 +441,7 @@ def _make_shell():
 def _adopt_shell():
     """The shell the zygote made, brought to this submission: its working
     directory, home and IPython profile (the zygote's are its own scratch
-    folder).  Making one costs a child 40 ms; copying it with the fork, nothing."""
+    folder).  Making one is a child's cost; copying it with the fork, nothing."""
     from IPython.core.interactiveshell import InteractiveShell
     from IPython.paths import get_ipython_dir
     from IPython.utils.path import get_home_dir
@@ -473,7 +475,7 @@ def _run_unit(shell, message: dict) -> dict:
             result = shell.run_cell(message["cell"], store_history=True)
             error = result.error_before_exec or result.error_in_exec
         else:
-            from .capture import capture
+            from grader.execution.capture import capture
 
             capture(shell.user_ns, message["capture"], message["folder"], message["point"], message["max_bytes"],
                     message.get("weights"))

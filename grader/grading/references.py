@@ -19,19 +19,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .answers import BadAnswerFile, load_answers, load_npy
-from .assignment import Assignment
-from .errors import SolutionError
-from .execute import Executor, KernelExecutor, prepare_workdir
-from .notebook import plan_execution, read_submission
-from .versions import current_versions
+from grader.checking.answers import BadAnswerFile, load_answers, load_npy
+from grader.errors import SolutionError
+from grader.execution.base import Executor, prepare_workdir
+from grader.execution.kernel import KernelExecutor
+from grader.execution.plan import plan_execution, read_submission
+from grader.model.assignment import Assignment
+from grader.model.versions import current_versions
+from grader.settings import cache_root
 
 CACHE_FORMAT = "1"
 PINNED_KEY_FILE = "reference-key"  # in <cache>/<assignment>/: the key of shipped references (no solution present)
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("GRADER_CACHE_DIR") or Path.home() / ".cache" / "grader")
 
 
 def reference_key(assignment: Assignment) -> str:
@@ -69,7 +67,7 @@ def load_references(assignment: Assignment, executor: Executor | None = None, re
 
 
 def build_references(assignment: Assignment, executor: Executor) -> dict[str, np.ndarray]:
-    from .check import run_checks  # late: check imports compute, which the cache path never needs
+    from grader.checking.check import run_checks  # late: check imports compute, which the cache path never needs
 
     spec = assignment.spec
     submission = read_submission(assignment.solution_path, int(spec.limits.max_notebook_mb * 2**20))

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from .result import Result
+from grader.model.result import Result
 
 
 def print_check(result: Result, console: Console) -> None:

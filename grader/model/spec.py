@@ -12,7 +12,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import SpecError
+from grader.errors import SpecError
 
 SPEC_FILE = "assignment.toml"
 FILE_PREFIX = "file:"
@@ -88,7 +88,7 @@ class MaxPool2D(_Strict):
     padding: Literal["valid", "same"] = "valid"
 
 
-Computation = Annotated[Union[Conv2D, Reshape, MaxPool2D], Field(discriminator="op")]
+Computation = Annotated[Conv2D | Reshape | MaxPool2D, Field(discriminator="op")]
 
 
 class Diagnosis(_Strict):
@@ -101,7 +101,7 @@ class Diagnosis(_Strict):
     message: str
 
     @model_validator(mode="after")
-    def _condition_complete(self) -> "Diagnosis":
+    def _condition_complete(self) -> Diagnosis:
         if self.when == "shape" and self.shape is None:
             raise ValueError("when='shape' needs 'shape'")
         if self.when == "scaled" and self.factor is None:
@@ -132,7 +132,7 @@ class Check(_Strict):
     diagnoses: list[Diagnosis] = []
 
     @model_validator(mode="after")
-    def _kind_complete(self) -> "Check":
+    def _kind_complete(self) -> Check:
         if self.kind == "shape" and self.shape is None:
             raise ValueError("kind='shape' needs 'shape'")
         if self.kind == "compute" and self.compute is None:
@@ -152,7 +152,7 @@ class Spec(_Strict):
     checks: list[Check] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _references_resolve(self) -> "Spec":
+    def _references_resolve(self) -> Spec:
         names = set(self.answers)
         bad = sorted(n for n in names if not n.isidentifier())
         if bad:

@@ -26,7 +26,7 @@ student's code) into an isolated one:
 The scratch folder's root stays root's: the student owns only the folders in
 it (``work``, the answers folder...), so the grader's own files there
 (``kernel.log``, ``sandbox.json``) cannot be replaced by links or FIFOs; the
-grader touches them through :mod:`grader.untrusted` all the same.
+grader touches them through :mod:`grader.execution.untrusted` all the same.
 
 It returns in the grandchild only.  Where namespaces or cgroups are not
 available, :func:`probe` says what is missing and :func:`enter` applies what
@@ -51,7 +51,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .untrusted import chown_tree, open_dir, read_capped, write_replacing
+from grader.execution.untrusted import chown_tree, open_dir, read_capped, write_replacing
 
 CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x02000000, 0x04000000, 0x08000000
 CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
@@ -70,7 +70,7 @@ CGROUP_V1 = Path("/sys/fs/cgroup")
 CGROUP_PARENT = "grader"
 REPORT_FILE = "sandbox.json"
 STUDENT_UID_BASE = 61000  # uids 61000..64999 are used for students, one per concurrent submission
-FULL, PARTIAL, NONE = "full", "partial", "none"
+FULL, PARTIAL = "full", "partial"
 
 _libc = ctypes.CDLL(None, use_errno=True)
 # Top-level folders the student's process sees as they are; every other one
@@ -181,7 +181,7 @@ def _cgroup_writable(controller: str) -> bool:
 def visible_paths() -> tuple[Path, ...]:
     """What the student's process needs to see inside hidden folders: this
     package (its capture module) and the Python it runs (venv and base)."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]  # the whole grader package
     return tuple(sorted({package, Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()}))
 
 
@@ -191,7 +191,7 @@ def hidden_paths(*extra: Path | str | None) -> tuple[str, ...]:
     the Python installation, bound back in), and whatever the caller adds
     (results and submissions folders, the reference cache)."""
     keep = visible_paths()
-    project = Path(__file__).resolve().parent.parent
+    project = Path(__file__).resolve().parents[2]
     hide = {Path(p).resolve() for p in extra if p}
     hide.add(Path.home().resolve())
     for entry in project.iterdir():
@@ -590,7 +590,7 @@ def _clear_own_keyrings() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m grader.sandbox POLICY_JSON WORKDIR UID -- COMMAND...``:
+    """``python -m grader.execution.sandbox POLICY_JSON WORKDIR UID -- COMMAND...``:
     isolate, then exec COMMAND (the kernel executor's kernel)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     split = argv.index("--")

@@ -19,8 +19,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import AssignmentNotFound, SpecError
-from .spec import SPEC_FILE, Spec, load_spec
+from grader.errors import AssignmentNotFound, SpecError
+from grader.model.spec import SPEC_FILE, Spec, load_spec
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def project_root(root: Path | str | None = None) -> Path:
         return Path(os.environ["GRADER_ROOT"])
     if (Path.cwd() / "assignments").is_dir():
         return Path.cwd()
-    return Path(__file__).resolve().parent.parent
+    return Path(__file__).resolve().parents[2]
 
 
 def available_assignments(root: Path | str | None = None) -> list[str]:

@@ -8,10 +8,8 @@ loaded, always with ``allow_pickle=False``.
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +18,9 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .execute import FINAL_POINT, ExecutionRecord, point_name
-from .notebook import ExecutionPlan
-from .results_dir import write_atomic
-from .untrusted import UnsafeFile, open_dir, open_regular
+from grader.execution.base import FINAL_POINT, ExecutionRecord, point_name
+from grader.execution.plan import ExecutionPlan
+from grader.execution.untrusted import UnsafeFile, open_dir, open_regular
 
 AnswerStatus = Literal["ok", "missing", "unsupported", "too_large", "invalid", "not_run"]
 MANIFEST_LIMIT = 1 << 20
@@ -202,58 +199,3 @@ def _load_answers(plan: ExecutionPlan, record: ExecutionRecord, answers_dir: int
     return result
 
 
-KEEP_PER_SUBMISSION = 16 * 2**20  # bytes of arrays --keep-answers stores for one submission (this lesson: 3 MB)
-KEEP_PER_BATCH = 2 * 2**30  # ... and for a whole batch
-
-
-class KeptAnswersBudget:
-    """What ``--keep-answers`` may still store in a batch (shared by its
-    threads): a student's answers cannot fill the results folder's disk."""
-
-    def __init__(self, per_batch: int = KEEP_PER_BATCH):
-        self.per_batch = per_batch
-        self.left = per_batch
-        self._lock = threading.Lock()
-
-    def take(self, nbytes: int) -> bool:
-        with self._lock:
-            if nbytes > self.left:
-                return False
-            self.left -= nbytes
-            return True
-
-    def give_back(self, nbytes: int) -> None:
-        with self._lock:
-            self.left += nbytes
-
-
-def save_answers(path: Path, answers: dict[str, CapturedAnswer], budget: KeptAnswersBudget | None = None,
-                 per_submission: int = KEEP_PER_SUBMISSION) -> list[str]:
-    """Keep the captured arrays (for reports) as one compressed ``.npz``,
-    written to a temporary file, flushed and renamed into place; at most
-    ``per_submission`` bytes of arrays (in the spec's order), and only while
-    the batch's ``budget`` lasts.  Returns what was not kept, in words."""
-    arrays, dropped, total = {}, [], 0
-    for name, answer in answers.items():
-        if not answer.ok:
-            continue
-        if total + answer.value.nbytes > per_submission:
-            dropped.append(name)
-            continue
-        arrays[name] = answer.value
-        total += answer.value.nbytes
-    notices = []
-    if dropped:
-        notices.append(f"answers not kept for the report: {', '.join(dropped)} (more than the "
-                       f"{per_submission // 2**20} MB of arrays kept per submission)")
-    if budget is not None and not budget.take(total):
-        notices.append(f"answers not kept for the report: the batch's {budget.per_batch // 2**20} MB "
-                       "for kept answers is used up")
-        arrays, total = {}, 0
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, buffer.getvalue())
-    if budget is not None:
-        budget.give_back(max(0, total - buffer.tell()))  # count what the file really takes
-    return notices

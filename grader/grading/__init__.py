@@ -1,0 +1,2 @@
+"""Grading submissions: one (grade), a folder (batch), on a cluster (distributed), the reference
+answers, and the results folder's layout and writes."""

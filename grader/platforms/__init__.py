@@ -1,0 +1,1 @@
+"""Where grades travel: rosters, matching results to students, LTI, gradebook CSVs, Gradescope."""
