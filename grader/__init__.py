@@ -9,6 +9,7 @@ from importlib import import_module
 
 __all__ = [
     "AssignmentNotFound",
+    "CheckResult",
     "ExecutorError",
     "GraderError",
     "InvalidSubmission",
@@ -26,7 +27,7 @@ __all__ = [
 
 _WHERE = {
     "grade": "grading.grade", "grade_batch": "grading.batch", "load_assignment": "model.assignment",
-    "Result": "model.result", "TestResult": "model.result", "KernelExecutor": "execution.kernel",
+    "Result": "model.result", "CheckResult": "model.result", "KernelExecutor": "execution.kernel",
     "WarmExecutor": "execution.warm",
     **{name: "errors" for name in ("GraderError", "AssignmentNotFound", "SpecError", "SolutionError",
                                    "InvalidSubmission", "ExecutorError", "ResultsError")},
@@ -34,6 +35,8 @@ _WHERE = {
 
 
 def __getattr__(name):
+    if name == "TestResult":  # the old name of CheckResult (pytest would collect a Test* class)
+        name = "CheckResult"
     if name in _WHERE:
         return getattr(import_module(f".{_WHERE[name]}", __name__), name)
     raise AttributeError(f"module 'grader' has no attribute {name!r}")

@@ -307,14 +307,14 @@ def cmd_validate(args) -> int:
 
 
 def cmd_doctor(args) -> int:
-    from grader.execution.sandbox import FULL, Limits, probe
+    from grader.execution.sandbox import FULL, ResourceLimits, probe
 
     caps = probe()
     print(f"isolation: {caps.level}")
     for name, ok in [("root", caps.root), ("namespaces (mount, network, pid, ipc, uts)", caps.namespaces),
                      ("cgroup v1 memory controller", caps.cgroup_memory), ("cgroup v1 pids controller", caps.cgroup_pids)]:
         print(f"  {'ok     ' if ok else 'missing'} {name}")
-    limits = Limits()
+    limits = ResourceLimits()
     print(f"limits per submission: {limits.memory_mb} MB memory, {limits.max_processes} processes/threads, "
           f"{limits.cpu_seconds} s CPU, {limits.file_size_mb} MB per file, {limits.scratch_mb} MB scratch, "
           f"{limits.open_files} open files")

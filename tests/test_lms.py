@@ -16,8 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from grader.errors import GraderError, ResultsError
-from grader.model.result import AssignmentInfo, Result, SubmissionInfo, Timings, Versions
-from grader.model.result import TestResult as CheckResult
+from grader.model.result import AssignmentInfo, CheckResult, Result, SubmissionInfo, Timings, Versions
 from grader.platforms.gradebook import export_canvas, export_moodle
 from grader.platforms.lti import (
     SCORE_MEDIA_TYPE,

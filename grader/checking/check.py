@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from grader.checking import feedback
 from grader.checking.answers import CapturedAnswer
 from grader.checking.compare import compare_values, describe_shape, is_real_numeric, scale_factor
 from grader.checking.compute import ComputeError, evaluate, fit_conv2d_kernel
-from grader.model.result import TestResult
+from grader.model.result import CheckResult
 from grader.model.spec import FILE_PREFIX, Check, Conv2D, Spec, computation_sources
 
 NOT_CAPTURED = "{answer} was not computed ({where}: {detail})."
@@ -53,7 +54,7 @@ class Outcome:
     mismatch_fraction: float | None = None
 
 
-def score(tests: list[TestResult]) -> float:
+def score(tests: list[CheckResult]) -> float:
     return float(sum(t.score for t in tests))
 
 
@@ -64,8 +65,8 @@ def run_checks(
     notes: dict[str, list[str]],
     assignment_folder: Path,
     strict: bool = False,
-) -> list[TestResult]:
-    """One TestResult per check of the spec, in the spec's order.
+) -> list[CheckResult]:
+    """One CheckResult per check of the spec, in the spec's order.
 
     ``notes`` are per-answer facts from reading and running the notebook (a
     cell's error, a markdown answer cell) shown with failed checks.  A
@@ -77,20 +78,19 @@ def run_checks(
     for check in spec.checks:
         outcome = checker.run(check)
         answer = answers[check.answer]
-        parts = [("PASSED: " if outcome.passed else "FAILED: ") + outcome.message]
-        if not outcome.passed:
-            if outcome.diagnosis:
-                parts.append("Likely cause: " + outcome.diagnosis)
-            parts.extend("Note: " + n for n in notes.get(check.answer, []) if n not in (outcome.diagnosis or ""))
-            if check.hint:
-                parts.append("Hint: " + check.hint)
+        shown_notes = [] if outcome.passed else [n for n in notes.get(check.answer, []) if n not in (outcome.diagnosis or "")]
+        hint = None if outcome.passed or not check.hint else check.hint
+        parts = feedback.compose(outcome.passed, outcome.message, outcome.diagnosis, shown_notes, hint)
         tests.append(
-            TestResult(
+            CheckResult(
                 name=check.name,
                 score=float(check.points) if outcome.passed else 0.0,
                 max_score=float(check.points),
                 status="passed" if outcome.passed else "failed",
-                output="\n".join(parts),
+                output=feedback.as_text(outcome.passed, parts),
+                message=outcome.message,
+                notes=shown_notes,
+                hint=hint,
                 answer=check.answer,
                 kind=check.kind,
                 expected=outcome.expected,

@@ -180,7 +180,7 @@ def finish_record(record: ExecutionRecord, plan: ExecutionPlan, workdir: Workdir
     record.cells.extend(CellRun(s.cell_index, "not_run") for s in plan.steps if s.cell_index not in ran)
     if policy is not None and policy.isolate:
         sandbox.release(workdir.root)  # where nothing did (a kernel's supervisor killed with its kernel)
-    report = sandbox.read_report(workdir.root)
+    report = sandbox.read_record(workdir.root)
     if report.get("oom_kills") and policy is not None:
         record.stopped = (f"the notebook used more than its {policy.limits.memory_mb} MB of memory "
                           "and was stopped" + (f" ({record.stopped})" if record.stopped else ""))

@@ -68,7 +68,7 @@ DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
 CGROUP_V1 = Path("/sys/fs/cgroup")
 CGROUP_PARENT = "grader"
-REPORT_FILE = "sandbox.json"
+RECORD_FILE = "sandbox.json"
 STUDENT_UID_BASE = 61000  # uids 61000..64999 are used for students, one per concurrent submission
 FULL, PARTIAL = "full", "partial"
 
@@ -80,7 +80,7 @@ SYSTEM_DIRS = frozenset({"bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr"
 
 
 @dataclass(frozen=True)
-class Limits:
+class ResourceLimits:
     """Per-submission resource limits."""
 
     memory_mb: int = 3072  # TensorFlow + a 512x512 exercise peaks near 1 GB; see README
@@ -98,7 +98,7 @@ class Policy:
     """What the executor asks of the sandbox for one submission."""
 
     isolate: bool = True
-    limits: Limits = field(default_factory=Limits)
+    limits: ResourceLimits = field(default_factory=ResourceLimits)
     hide: tuple[str, ...] = ()  # paths to make invisible
 
     def to_json(self) -> str:
@@ -107,7 +107,7 @@ class Policy:
     @classmethod
     def from_json(cls, text: str) -> Policy:
         raw = json.loads(text)
-        return cls(isolate=raw["isolate"], limits=Limits(**raw["limits"]), hide=tuple(raw["hide"]))
+        return cls(isolate=raw["isolate"], limits=ResourceLimits(**raw["limits"]), hide=tuple(raw["hide"]))
 
 
 @dataclass(frozen=True)
@@ -287,7 +287,7 @@ def _mount(source: str | None, target: str, fstype: str | None, flags: int, data
                        ctypes.c_ulong(flags), data and data.encode()), f"mount {target}")
 
 
-def _tmpfs(target: str, limits: Limits, mode: str, size_mb: int | None = None, flags: int = MS_NOSUID | MS_NODEV) -> None:
+def _tmpfs(target: str, limits: ResourceLimits, mode: str, size_mb: int | None = None, flags: int = MS_NOSUID | MS_NODEV) -> None:
     size = limits.scratch_mb if size_mb is None else size_mb
     _mount("tmpfs", target, "tmpfs", flags, f"size={size}m,nr_inodes={limits.scratch_files},mode={mode}")
 
@@ -342,7 +342,7 @@ def _fresh_root(workdir_root: Path, policy: Policy) -> None:
     os.chdir(cwd)
 
 
-def _private_dev(dev: str, limits: Limits) -> None:
+def _private_dev(dev: str, limits: ResourceLimits) -> None:
     """A /dev with the harmless devices, its own ptys (a devpts instance
     with ``limits.ptys`` of them: the host's cannot be exhausted) and a
     fresh /dev/shm."""
@@ -363,7 +363,7 @@ def _private_dev(dev: str, limits: Limits) -> None:
         os.symlink(target, f"{dev}/{name}")
 
 
-def _make_cgroups(name: str, limits: Limits) -> list[Path]:
+def _make_cgroups(name: str, limits: ResourceLimits) -> list[Path]:
     made = []
     settings = {"memory": {"memory.limit_in_bytes": limits.memory_mb * 2**20, "memory.swappiness": 0},
                 "pids": {"pids.max": limits.max_processes}}
@@ -410,7 +410,7 @@ def _supervise(workdir_root: Path, cgroups: list[Path]) -> None:
 
 def release(workdir_root: Path, status: int | None = None) -> None:
     """After the isolated process exited (with wait ``status``, if known):
-    record what the sandbox saw (:func:`read_report`) and remove its cgroups.
+    record what the sandbox saw (:func:`read_record`) and remove its cgroups.
     Idempotent: the supervising process, the zygote and the grader may each
     call it (whoever is left: a killed supervisor releases nothing)."""
     workdir_root = Path(workdir_root)
@@ -422,9 +422,9 @@ def release(workdir_root: Path, status: int | None = None) -> None:
         root_fd = None  # the scratch folder is gone already
     if root_fd is not None:
         try:
-            if cgroups or not os.path.lexists(workdir_root / REPORT_FILE):
+            if cgroups or not os.path.lexists(workdir_root / RECORD_FILE):
                 report = json.dumps({"oom_kills": _oom_kills(cgroups), "exit_status": status})
-                write_replacing(REPORT_FILE, report.encode(), root_fd)
+                write_replacing(RECORD_FILE, report.encode(), root_fd)
         except OSError:
             pass
         finally:
@@ -487,7 +487,7 @@ def _oom_kills(cgroups: list[Path]) -> int:
     return 0
 
 
-def _set_rlimits(limits: Limits) -> None:
+def _set_rlimits(limits: ResourceLimits) -> None:
     mb = 2**20
     for which, value in {
         resource.RLIMIT_FSIZE: limits.file_size_mb * mb,
@@ -498,7 +498,7 @@ def _set_rlimits(limits: Limits) -> None:
         _lower_limit(which, value)
 
 
-def _limit_address_space(limits: Limits) -> None:
+def _limit_address_space(limits: ResourceLimits) -> None:
     """Where no memory cgroup is available: RLIMIT_AS at what is mapped now
     plus the memory budget.  TensorFlow maps far more than it touches (this
     lesson: 2.0 GB of address space for 0.56 GB resident, measured), so the
@@ -522,7 +522,7 @@ def _lower_limit(which: int, value: int) -> None:
     resource.setrlimit(which, (value, value))
 
 
-def _drop_privileges(uid: int, limits: Limits) -> None:
+def _drop_privileges(uid: int, limits: ResourceLimits) -> None:
     # RLIMIT_NPROC counts the user's processes machine-wide; each concurrent
     # submission has its own uid, so this bounds a fork bomb even without cgroups
     _lower_limit(resource.RLIMIT_NPROC, limits.max_processes * 2)
@@ -559,10 +559,10 @@ def scratch_folder(policy: Policy | None):
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def read_report(workdir_root: Path) -> dict:
+def read_record(workdir_root: Path) -> dict:
     """What the supervising process recorded (out-of-memory kills...)."""
     try:
-        raw = json.loads(read_capped(str(Path(workdir_root) / REPORT_FILE), 4096))
+        raw = json.loads(read_capped(str(Path(workdir_root) / RECORD_FILE), 4096))
     except (OSError, ValueError, RecursionError):
         return {}
     return raw if isinstance(raw, dict) else {}

@@ -206,7 +206,7 @@ def _serve(control: socket.socket) -> None:
             data, fds, _, _ = socket.recv_fds(control, 1 << 16, 4)
             if not data:
                 break
-            control.send(json.dumps(_answer(json.loads(data), fds, control, running)).encode())
+            control.send(json.dumps(_handle_request(json.loads(data), fds, control, running)).encode())
     except (OSError, SystemExit):
         pass
     finally:
@@ -219,7 +219,7 @@ def _serve(control: socket.socket) -> None:
 _released_by_us: dict[int, str] = {}
 
 
-def _answer(request: dict, fds: list[int], control: socket.socket, running: set[int]) -> dict:
+def _handle_request(request: dict, fds: list[int], control: socket.socket, running: set[int]) -> dict:
     """Fork a child for the socket passed along, or sweep a finished one."""
     if request.get("fork") and len(fds) == 1:
         pid = _fork_child(control, fds[0], request.get("isolate_root"))

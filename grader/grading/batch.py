@@ -18,8 +18,6 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from grader.errors import ResultsError
 from grader.execution.base import Executor
 from grader.execution.factory import make_executor
@@ -32,9 +30,11 @@ from grader.grading.results_dir import (
     SUMMARY_FILE,
     KeptAnswersBudget,
     natural_result_name,
+    read_result,
     result_names,
     write_atomic,
 )
+from grader.grading.stats import class_stats
 from grader.model.assignment import Assignment
 from grader.model.result import Result
 
@@ -157,13 +157,13 @@ def is_up_to_date(submission: Path, result_file: Path, key: str, answers_file: P
     for a grader failure, which is retried), with its kept answers if asked
     (a notebook that could not be read has none to keep)."""
     try:
-        result = Result.model_validate_json(result_file.read_bytes())
-        if result.status == "error" or result.assignment.reference_key != key:
+        result = read_result(result_file)
+        if isinstance(result, str) or result.status == "error" or result.assignment.reference_key != key:
             return False
         if answers_file and result.status == "graded" and not answers_file.exists():
             return False
         return submission.is_file() and not submission.is_symlink() and file_digest(submission)[0] == result.submission.sha256
-    except (OSError, ValidationError):
+    except OSError:
         return False
 
 
@@ -172,37 +172,33 @@ def rebuild_summary(submissions: list[Path], assignment: Assignment, out: Path) 
     gradebook.csv from them."""
     summary = BatchSummary(assignment=assignment.name, result_files=result_names([s.name for s in submissions]))
     for submission in submissions:
-        try:
-            summary.results[submission.name] = Result.model_validate_json(
-                result_path(out, submission, summary.result_files).read_bytes())
-        except (OSError, ValidationError):
-            summary.results[submission.name] = None
+        result = read_result(result_path(out, submission, summary.result_files))  # size-capped, never raises
+        summary.results[submission.name] = result if isinstance(result, Result) else None
     write_atomic(out / SUMMARY_FILE, json.dumps(summary_json(summary, assignment, out), indent=2))
     write_atomic(out / GRADEBOOK_FILE, gradebook_csv(summary, assignment))
     return summary
 
 
 def summary_json(summary: BatchSummary, assignment: Assignment, out: Path) -> dict:
-    results = [r for r in summary.results.values() if r is not None]
     max_score = assignment.spec.max_score
-    checks = {}
-    for check in assignment.spec.checks:
-        outcomes = [t.status == "passed" for r in results for t in r.tests if t.name == check.name]
-        checks[check.name] = {"passed": sum(outcomes), "of": len(outcomes),
-                              "pass_rate": round(sum(outcomes) / len(outcomes), 4) if outcomes else None}
+    names = [c.name for c in assignment.spec.checks]
+    stats = class_stats([r for r in summary.results.values() if r is not None], max_score, names)
+    checks = {name: {"passed": stats.checks[name].passed, "of": stats.checks[name].of,
+                     "pass_rate": None if stats.checks[name].rate is None else round(stats.checks[name].rate, 4)}
+              for name in names}
     return {
         "assignment": assignment.name,
         "spec_version": assignment.spec.version,
         "max_score": max_score,
         "submissions": len(summary.results),
-        "graded": sum(r.status == "graded" for r in results),
-        "invalid": sum(r.status == "invalid_submission" for r in results),
-        "errors": sum(r.status == "error" for r in results),
+        "graded": stats.graded,
+        "invalid": stats.invalid,
+        "errors": stats.errors,
         "missing_results": summary.missing,
-        "full_marks": sum(r.score == max_score for r in results),
-        "partial": sum(0 < r.score < max_score for r in results),
-        "zero": sum(r.score == 0 for r in results),
-        "mean_score": round(sum(r.score for r in results) / len(results), 4) if results else None,
+        "full_marks": stats.full_marks,
+        "partial": stats.partial,
+        "zero": stats.zero,
+        "mean_score": None if stats.mean is None else round(stats.mean, 4),
         "checks": checks,
         "results": [
             {"submission": name, "result": summary.result_files[name],

@@ -11,9 +11,11 @@ import time
 import traceback
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
+from grader.checking import feedback
 from grader.checking.answers import answers_folder, load_answers
 from grader.checking.check import run_checks, score
 from grader.errors import InvalidSubmission
@@ -24,7 +26,7 @@ from grader.execution.sandbox import scratch_folder
 from grader.grading.references import load_references, reference_key
 from grader.grading.results_dir import KeptAnswersBudget, save_answers
 from grader.model.assignment import Assignment, load_assignment
-from grader.model.result import AssignmentInfo, CellReport, Result, SubmissionInfo, TestResult, Timings
+from grader.model.result import AssignmentInfo, CellReport, CheckResult, Result, SubmissionInfo, Timings
 from grader.model.versions import current_versions
 
 CELL_FAILED = {
@@ -86,7 +88,7 @@ def grade(
     errors = [CELL_FAILED[c.status].format(cell=c.cell, ename=c.ename, evalue=c.evalue) for c in cells if c.status != "not_run"]
     if record.stopped:
         not_run = [c.cell for c in cells if c.status == "not_run"]
-        errors.append(f"execution stopped: {record.stopped}" + (f"; cells {_ranges(not_run)} did not run" if not_run else ""))
+        errors.append(f"execution stopped: {record.stopped}" + (f"; cells {_joined(not_run)} did not run" if not_run else ""))
     errors.extend(record.capture_errors)
     return Result(
         score=score(tests),
@@ -124,7 +126,7 @@ def answer_notes(plan: ExecutionPlan, record: ExecutionRecord) -> dict[str, list
     return notes
 
 
-def summary_text(tests: list[TestResult], errors: list[str]) -> str:
+def summary_text(tests: list[CheckResult], errors: list[str]) -> str:
     passed = sum(t.status == "passed" for t in tests)
     lines = [f"{passed} of {len(tests)} checks passed: {score(tests):g} / {sum(t.max_score for t in tests):g} points."]
     lines += [f"- {e}" for e in errors]
@@ -132,17 +134,30 @@ def summary_text(tests: list[TestResult], errors: list[str]) -> str:
 
 
 def invalid_result(path: Path, assignment: Assignment, reason: str, executor: str, seconds: float,
-                   references_key: str | None = None, status: str = "invalid_submission") -> Result:
+                   references_key: str | None = None) -> Result:
     """Score 0 with the reason, every check failed with it: the result a file
-    that cannot be graded gets."""
+    that cannot be graded gets (status ``invalid_submission``)."""
+    return _ungraded(path, assignment, reason, executor, seconds, references_key, "invalid_submission")
+
+
+def failure_result(path: Path, assignment: Assignment, reason: str, executor: str, seconds: float,
+                   references_key: str | None = None) -> Result:
+    """The result of a submission the grader itself failed on (status
+    ``error``): not a grade, and retried by the next batch."""
+    return _ungraded(path, assignment, reason, executor, seconds, references_key, "error")
+
+
+def _ungraded(path: Path, assignment: Assignment, reason: str, executor: str, seconds: float,
+              references_key: str | None, status: Literal["invalid_submission", "error"]) -> Result:
     try:
         # never follow a link: it may point at a file the student must not see
         sha256, size = (None, None) if path.is_symlink() else file_digest(path)
     except OSError:
         sha256, size = None, None
+    message = f"the submission could not be graded: {reason}"
     tests = [
-        TestResult(name=c.name, score=0.0, max_score=float(c.points), status="failed", answer=c.answer, kind=c.kind,
-                   output=f"FAILED: the submission could not be graded: {reason}")
+        CheckResult(name=c.name, score=0.0, max_score=float(c.points), status="failed", answer=c.answer, kind=c.kind,
+                   output=feedback.as_text(False, feedback.compose(False, message, None, [], None)), message=message)
         for c in assignment.spec.checks
     ]
     return Result(
@@ -171,7 +186,7 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def _ranges(numbers: list[int]) -> str:
+def _joined(numbers: list[int]) -> str:
     return ", ".join(str(n) for n in numbers)
 
 
@@ -183,8 +198,8 @@ def grade_safely(submission: Path, assignment: Assignment, executor: Executor, r
         return grade(submission, assignment, executor=executor, references=references, **options)
     except Exception as exc:  # a bug or machine problem on this submission must not stop the batch
         reason = f"the grader failed on this submission ({type(exc).__name__}: {exc}); it was not graded"
-        result = invalid_result(submission, assignment, reason, executor.name, time.monotonic() - t0,
-                                options.get("references_key"), status="error")
+        result = failure_result(submission, assignment, reason, executor.name, time.monotonic() - t0,
+                                options.get("references_key"))
         result.errors.append("".join(traceback.format_exception_only(exc)).strip())
         return result
 

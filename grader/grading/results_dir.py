@@ -11,7 +11,10 @@ import io
 import os
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from pydantic import ValidationError
@@ -21,15 +24,18 @@ from grader.errors import ResultsError
 from grader.model.result import Result
 
 
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write ``data`` (text as UTF-8) to a temporary file in the same folder,
-    flush it to disk and rename it into place."""
+@contextmanager
+def atomic_file(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
+    """A binary file to write ``path`` through: a temporary file in the same
+    folder, flushed to disk and renamed into place when the block ends
+    without an exception (else removed, and ``path`` is untouched)."""
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, mode)  # mkstemp made it private
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -37,6 +43,12 @@ def write_atomic(path: Path, data: str | bytes) -> None:
         except OSError:
             pass
         raise
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write ``data`` (text as UTF-8) whole or not at all (:func:`atomic_file`)."""
+    with atomic_file(path) as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
 
 
 SUMMARY_FILE = "summary.json"

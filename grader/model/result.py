@@ -19,14 +19,15 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-class TestResult(_Model):
+class CheckResult(_Model):
     """One check (a Gradescope test case)."""
 
     name: str
     score: float = Field(description="points earned: max_score if passed, else 0")
     max_score: float
     status: Literal["passed", "failed"]
-    output: str = Field(description="feedback for the student: what was expected, what was found, the likely cause")
+    output: str = Field(description="feedback for the student: what was expected, what was found, the likely cause "
+                        "(rendered from message, diagnosis, notes and hint)")
     answer: str = Field(description="the answer (variable) checked")
     kind: Literal["shape", "finite", "reference", "compute"]
     expected: str | None = None
@@ -35,6 +36,9 @@ class TestResult(_Model):
     captured: str | None = Field(None, description="where the answer was captured, e.g. 'after cell 4'")
     max_abs_error: float | None = None
     mismatch_fraction: float | None = Field(None, description="fraction of elements outside the tolerance")
+    message: str | None = Field(None, description="the verdict in one sentence (output's first line, without PASSED/FAILED)")
+    notes: list[str] = Field([], description="failed check: what the student should know about the answer's cell")
+    hint: str | None = Field(None, description="failed check: the spec's hint")
 
 
 class CellReport(_Model):
@@ -78,7 +82,7 @@ class Result(_Model):
     score: float
     max_score: float
     output: str = Field(description="summary for the student")
-    tests: list[TestResult]
+    tests: list[CheckResult]
     status: Literal["graded", "invalid_submission", "error"] = Field(
         description="graded: the notebook ran (even partly) and was checked; invalid_submission: the file "
         "could not be read as a notebook; error: the grader failed on this submission"

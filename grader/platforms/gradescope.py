@@ -64,6 +64,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from grader.errors import GraderError, SolutionError
 from grader.grading.references import PINNED_KEY_FILE, load_references, read_entry, reference_key, write_entry
+from grader.grading.results_dir import atomic_file, write_atomic
 from grader.model.assignment import Assignment, load_assignment
 from grader.model.result import Result, Versions
 from grader.model.versions import current_versions
@@ -198,15 +199,10 @@ def _copy_assignment(assignment: Assignment, dest: Path) -> None:
 
 def _zip_tree(stage: Path, out_zip: Path) -> None:
     """Zip the staged tree, files at the top level, Unix modes recorded (the
-    two scripts executable); written to a temporary file, then renamed."""
+    two scripts executable); written whole or not at all."""
     try:
         out_zip.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".zip", dir=out_zip.parent)
-        os.close(fd)
-    except OSError as exc:
-        raise BundleError(f"{out_zip}: cannot write the bundle: {exc.strerror or exc}") from None
-    try:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        with atomic_file(out_zip) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as zf:
             for path in sorted(p for p in stage.rglob("*") if p.is_file()):
                 name = path.relative_to(stage).as_posix()
                 info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
@@ -214,11 +210,8 @@ def _zip_tree(stage: Path, out_zip: Path) -> None:
                 info.external_attr = (0o100755 if name in EXECUTABLES else 0o100644) << 16
                 info.compress_type = zipfile.ZIP_DEFLATED
                 zf.writestr(info, path.read_bytes())
-        os.chmod(tmp, 0o644)  # mkstemp made it private
-        os.replace(tmp, out_zip)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as exc:
+        raise BundleError(f"{out_zip}: cannot write the bundle: {exc.strerror or exc}") from None
 
 
 # --------------------------------------------------------------------------- run
@@ -278,15 +271,13 @@ def run_autograder(root: Path = DEFAULT_ROOT, executor=None) -> dict:
     results["execution_time"] = round(time.monotonic() - start)
     out = root / "results" / "results.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    from grader.grading.results_dir import write_atomic
-
     write_atomic(out, json.dumps(results, indent=2, allow_nan=False) + "\n")
     return results
 
 
 def _grade_with(bundle: Bundle, root: Path, executor, start: float) -> dict:
     from grader.execution.factory import make_executor
-    from grader.grading.grade import grade, invalid_result
+    from grader.grading.grade import failure_result, grade, invalid_result
 
     submitters, submission = read_submission_metadata(root / "submission_metadata.json")
     print(f"grader {current_versions().grader} from {Path(__file__).resolve().parents[1]}; assignment "
@@ -305,8 +296,7 @@ def _grade_with(bundle: Bundle, root: Path, executor, start: float) -> dict:
         except Exception as exc:  # a failure of ours (or the machine's) on this submission
             traceback.print_exc()
             reason = f"the autograder failed on it ({type(exc).__name__}: {exc}). {AUTOGRADER_FAULT}"
-            result = invalid_result(notebook, bundle.assignment, reason, executor.name,
-                                    time.monotonic() - start, status="error")
+            result = failure_result(notebook, bundle.assignment, reason, executor.name, time.monotonic() - start)
     print(f"{result.status}: {result.score:g} / {result.max_score:g}")
     return to_gradescope(result, bundle, submitters, submission)
 

@@ -168,7 +168,7 @@ class Posted:
 
 
 @dataclass
-class PublishReport:
+class PublishOutcome:
     url: str  # the scores endpoint
     posted: list[Posted]
     matching: Matching | None = None
@@ -188,7 +188,7 @@ class PublishReport:
 
 
 def publish_lti(results_dir: Path | str, roster: Roster | Path | str, lineitem_url: str, token: str, *,
-                retry: RetryPolicy | None = None, allow_http: bool = False) -> PublishReport:
+                retry: RetryPolicy | None = None, allow_http: bool = False) -> PublishOutcome:
     """Build the Scores of a results folder and POST them to the line item.
 
     The URL and the token are checked before anything is sent
@@ -202,7 +202,7 @@ def publish_lti(results_dir: Path | str, roster: Roster | Path | str, lineitem_u
 
 
 def publish_scores(scores: list[Score], lineitem_url: str, token: str, *, retry: RetryPolicy | None = None,
-                   allow_http: bool = False, sleep: Callable[[float], None] = time.sleep) -> PublishReport:
+                   allow_http: bool = False, sleep: Callable[[float], None] = time.sleep) -> PublishOutcome:
     """POST each Score to ``<lineitem_url>/scores``, one after the other.
 
     When ``retry.give_up_after`` students in a row could not be delivered
@@ -225,7 +225,7 @@ def publish_scores(scores: list[Score], lineitem_url: str, token: str, *, retry:
                                  f"not sent: the previous {retry.give_up_after} students could not be delivered"))
         else:
             posted.append(_post(opener, url, headers, score, retry, sleep))
-    return PublishReport(url=url, posted=[replace(p, detail=_scrub(p.detail, token)) for p in posted])
+    return PublishOutcome(url=url, posted=[replace(p, detail=_scrub(p.detail, token)) for p in posted])
 
 
 def scores_url(lineitem_url: str, *, allow_http: bool = False) -> str:

@@ -11,6 +11,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from grader.checking import feedback
+from grader.grading.stats import band, class_stats
 from grader.model.result import Result
 
 
@@ -23,12 +25,11 @@ def print_check(result: Result, console: Console) -> None:
         mark, style = ("✓", "green") if test.status == "passed" else ("✗", "red")
         console.print(Text(f"{mark} {test.name}  [{test.score:g}/{test.max_score:g}]", style=f"bold {style}"))
         if test.status == "failed":
-            for line in test.output.splitlines():
-                label, _, rest = line.partition(": ")
-                if label in ("FAILED", "PASSED"):
-                    console.print("    " + rest, highlight=False)
+            for part in feedback.parts(test):
+                if part.kind == "verdict":
+                    console.print("    " + part.text, highlight=False)
                 else:
-                    console.print(Text("    " + label + ": ", style="yellow"), Text(rest), highlight=False)
+                    console.print(Text("    " + part.label + ": ", style="yellow"), Text(part.text), highlight=False)
     if result.errors:
         console.print()
         console.print(Text("Problems while running your notebook:", style="bold yellow"))
@@ -51,15 +52,13 @@ def batch_table(results: dict, max_score: float, seconds: float) -> Table:
         if r.errors and r.status != "graded":
             problem = r.errors[0]
         elif failed is not None:
-            problem = f"{failed.answer}: {failed.diagnosis or failed.output.splitlines()[0].removeprefix('FAILED: ')}"
+            problem = f"{failed.answer}: {feedback.first_problem(failed)}"
         table.add_row(name, Text(f"{r.score:g}/{r.max_score:g}", style=_score_style(r)), r.status, problem)
     return table
 
 
 def _score_style(result: Result) -> str:
-    if result.max_score and result.score == result.max_score:
-        return "bold green"
-    return "bold yellow" if result.score > 0 else "bold red"
+    return {"full": "bold green", "partial": "bold yellow", "zero": "bold red"}[band(result.score, result.max_score)]
 
 
 @contextmanager
@@ -89,12 +88,11 @@ def batch_progress(console: Console, total: int):
 
 
 def batch_totals(summary, max_score: float) -> str:
-    results = [r for r in summary.results.values() if r is not None]
+    stats = class_stats([r for r in summary.results.values() if r is not None], max_score)
     rate = summary.graded_now / summary.seconds if summary.seconds and summary.graded_now else 0.0
     return (
-        f"{len(results)} results: {sum(r.score == max_score for r in results)} full marks, "
-        f"{sum(0 < r.score < max_score for r in results)} partial, {sum(r.score == 0 for r in results)} zero, "
-        f"{sum(r.status != 'graded' for r in results)} not gradable. "
+        f"{stats.results} results: {stats.full_marks} full marks, {stats.partial} partial, {stats.zero} zero, "
+        f"{stats.not_gradable} not gradable. "
         f"Graded {summary.graded_now} now ({summary.skipped} already up to date) in {summary.seconds:.1f} s, "
         f"{rate:.2f} notebooks/s."
     )

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import html
 import re
-import statistics
 import zipfile
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -27,18 +26,19 @@ from urllib.parse import quote
 
 import numpy as np
 
+from grader.checking import feedback
 from grader.checking.compare import describe_shape, is_real_numeric
 from grader.checking.compute import ComputeError, evaluate
 from grader.errors import GraderError, ResultsError
-from grader.grading.results_dir import ANSWERS_DIR
+from grader.grading.results_dir import ANSWERS_DIR, write_atomic
+from grader.grading.stats import ClassStats, band, class_stats
 from grader.model.assignment import Assignment
-from grader.model.result import Result, TestResult
+from grader.model.result import CheckResult, Result
 from grader.model.spec import FILE_PREFIX
 from grader.reports import figures
 
 INDEX_FILE = "index.html"
 VALUE_KINDS = ("reference", "compute")  # checks whose answers get the three images
-FEEDBACK_LABELS = {"Likely cause": "cause", "Hint": "hint", "Note": "note"}
 MAX_NPZ_MEMBERS = 256
 ZIP_MAGIC = b"PK\x03\x04"
 SLOWEST = 10  # notebooks listed as the slowest on the class page
@@ -192,7 +192,7 @@ def page_name(stem: str) -> str:
 # --- what each answer is compared with ------------------------------------------
 
 @dataclass(frozen=True)
-class Comparison:
+class Drawing:
     """A student's array and what it should have been, for the images."""
 
     answer: str
@@ -208,25 +208,25 @@ class _NotSaved(LookupError):
 
 
 def comparisons(result: Result, answers: dict[str, np.ndarray], references: dict[str, np.ndarray],
-                assignment: Assignment | None) -> dict[str, Comparison]:
+                assignment: Assignment | None) -> dict[str, Drawing]:
     """By answer name: every answer with a ``reference`` or ``compute`` check
     whose array is in ``answers``, with what that check compared it against."""
     checks = {c.name: c for c in assignment.spec.checks} if assignment else {}
-    found: dict[str, Comparison] = {}
+    found: dict[str, Drawing] = {}
     for test in result.tests:
         student = answers.get(test.answer)
         if test.kind not in VALUE_KINDS or test.answer in found or student is None or not is_real_numeric(student):
             continue
         if test.kind == "reference":
             if test.answer in references:
-                found[test.answer] = Comparison(test.answer, student, references[test.answer],
+                found[test.answer] = Drawing(test.answer, student, references[test.answer],
                                                 "the reference solution", from_references=True)
             else:
-                found[test.answer] = Comparison(test.answer, student, None, problem="There is no reference answer to compare with.")
+                found[test.answer] = Drawing(test.answer, student, None, problem="There is no reference answer to compare with.")
             continue
         check = checks.get(test.name)
         if check is None or check.compute is None:
-            found[test.answer] = Comparison(test.answer, student, None, problem="The expected values are computed from "
+            found[test.answer] = Drawing(test.answer, student, None, problem="The expected values are computed from "
                                             "your other answers; the assignment is needed to compute them.")
             continue
         inputs = [s for s in (getattr(check.compute, k, None) for k in ("input", "kernel", "bias"))
@@ -234,10 +234,10 @@ def comparisons(result: Result, answers: dict[str, np.ndarray], references: dict
         try:
             expected = evaluate(check.compute, _resolver(answers, assignment.folder))
         except (_NotSaved, ComputeError, OSError, ValueError) as exc:
-            found[test.answer] = Comparison(test.answer, student, None,
+            found[test.answer] = Drawing(test.answer, student, None,
                                             problem=f"The expected values could not be computed from your answers: {exc}.")
             continue
-        found[test.answer] = Comparison(test.answer, student, expected, "computed from your " + _and(inputs))
+        found[test.answer] = Drawing(test.answer, student, expected, "computed from your " + _and(inputs))
     return found
 
 
@@ -264,7 +264,7 @@ def submission_page(result: Result, answers: dict[str, np.ndarray], references: 
     score; ``images``: a cache of expected-value images shared between pages."""
     drawn = comparisons(result, answers, references, assignment)
     descriptions = {n: a.description for n, a in assignment.spec.answers.items()} if assignment else {}
-    groups: dict[str, list[TestResult]] = {}
+    groups: dict[str, list[CheckResult]] = {}
     for test in result.tests:
         groups.setdefault(test.answer, []).append(test)
     body = [
@@ -290,19 +290,14 @@ def submission_page(result: Result, answers: dict[str, np.ndarray], references: 
     return _page(f"{result.submission.file}: {result.score:g}/{result.max_score:g}", "\n".join(body))
 
 
-def _check_html(test: TestResult) -> str:
+def _check_html(test: CheckResult) -> str:
     passed = test.status == "passed"
     lines = []
-    for line in test.output.splitlines():
-        label, _, rest = line.partition(": ")
-        if label in ("PASSED", "FAILED"):
-            lines.append(f"<p>{_e(rest)}</p>")
-        elif label in FEEDBACK_LABELS:
-            lines.append(f'<p class="{FEEDBACK_LABELS[label]}"><strong>{_e(label)}:</strong> {_e(rest)}</p>')
+    for part in feedback.parts(test):
+        if part.kind == "verdict":
+            lines.append(f"<p>{_e(part.text)}</p>")
         else:
-            lines.append(f"<p>{_e(line)}</p>")
-    if test.diagnosis and test.diagnosis not in test.output:
-        lines.append(f'<p class="cause"><strong>Likely cause:</strong> {_e(test.diagnosis)}</p>')
+            lines.append(f'<p class="{part.kind}"><strong>{_e(part.label)}:</strong> {_e(part.text)}</p>')
     details = [("expected", test.expected), ("found", test.found), ("captured", test.captured),
                ("largest difference", None if test.max_abs_error is None else f"{test.max_abs_error:.4g}"),
                ("values outside tolerance", None if test.mismatch_fraction is None else f"{test.mismatch_fraction:.1%}")]
@@ -313,7 +308,7 @@ def _check_html(test: TestResult) -> str:
             f'<div class="feedback">{"".join(lines)}</div>{f"<dl>{dl}</dl>" if dl else ""}</section>')
 
 
-def _images_html(c: Comparison, metrics: TestResult | None, images: dict) -> str:
+def _images_html(c: Drawing, metrics: CheckResult | None, images: dict) -> str:
     """The student's array, the expected one and their absolute difference."""
     if c.student.size == 0:
         return f'<p class="muted">{_e(c.answer)} is an empty array {_e(describe_shape(c.student.shape))}: nothing to draw.</p>'
@@ -417,18 +412,17 @@ def _count(found: dict[str, Mistake], key: str, text: str, stem: str, check: str
 def class_page(results: dict[str, Result], pages: dict[str, str], unreadable: list[str], assignment: Assignment) -> str:
     spec = assignment.spec
     scores = [r.score for r in results.values()]
+    stats = class_stats(results.values(), spec.max_score, [c.name for c in spec.checks])
     link = {stem: f'<a href="{_e(quote(pages[stem], safe=""))}">{_e(r.submission.file)}</a>' for stem, r in results.items()}
     body = [f"<h1>{_e(spec.title)}</h1>",
             f'<p class="muted">{_e(assignment.name)} {_e(spec.version)} · {len(results)} result(s)</p>']
     if scores:
-        full = sum(s == spec.max_score for s in scores)
-        ungraded = sum(r.status != "graded" for r in results.values())
-        body += [f'<p class="card">Mean {statistics.mean(scores):.2f}, median {statistics.median(scores):g} of '
-                 f'{spec.max_score:g} points · {full} full marks · {sum(0 < s < spec.max_score for s in scores)} partial · '
-                 f'{sum(s == 0 for s in scores)} zero · {ungraded} not gradable</p>',
+        body += [f'<p class="card">Mean {stats.mean:.2f}, median {stats.median:g} of '
+                 f'{spec.max_score:g} points · {stats.full_marks} full marks · {stats.partial} partial · '
+                 f'{stats.zero} zero · {stats.not_gradable} not gradable</p>',
                  f'<img class="hist" src="{figures.score_histogram(scores, spec.max_score)}" '
                  f'alt="Histogram of the scores of {len(scores)} submissions">']
-    body += ["<h2>Pass rate per check</h2>", _pass_rates(results, assignment)]
+    body += ["<h2>Pass rate per check</h2>", _pass_rates(stats, assignment)]
     mistakes = common_mistakes(results, assignment)[:MISTAKES]
     body.append("<h2>Most common mistakes</h2>")
     rows = []
@@ -450,15 +444,13 @@ def class_page(results: dict[str, Result], pages: dict[str, str], unreadable: li
     return _page(f"{spec.title}: class report", "\n".join(body))
 
 
-def _pass_rates(results: dict[str, Result], assignment: Assignment) -> str:
+def _pass_rates(stats: ClassStats, assignment: Assignment) -> str:
     points = {c.name: c.points for c in assignment.spec.checks}
-    names = list(points) + sorted({t.name for r in results.values() for t in r.tests} - set(points))
     rows = []
-    for name in names:
-        outcomes = [t.status == "passed" for r in results.values() for t in r.tests if t.name == name]
-        rate = sum(outcomes) / len(outcomes) if outcomes else 0.0
+    for name, check in stats.checks.items():
+        rate = check.rate or 0.0
         rows.append(f'<tr><td>{_e(name)}</td><td class="num">{points.get(name, 0):g}</td>'
-                    f'<td class="num">{sum(outcomes)} / {len(outcomes)}</td><td class="num">{rate:.0%}</td>'
+                    f'<td class="num">{check.passed} / {check.of}</td><td class="num">{rate:.0%}</td>'
                     f'<td><div class="bar" title="{rate:.0%}"><span style="width:{rate * 100:.1f}%"></span></div></td></tr>')
     return _table(["check", "points", "passed", "rate", ""], rows)
 
@@ -470,9 +462,7 @@ def _e(text) -> str:
 
 
 def _score_class(result: Result) -> str:
-    if result.max_score and result.score >= result.max_score:
-        return "full"
-    return "partial" if result.score > 0 else "zero"
+    return band(result.score, result.max_score)
 
 
 def _table(headers: list[str], rows: list[str]) -> str:
@@ -489,6 +479,6 @@ def _page(title: str, body: str) -> str:
 
 def _write(path: Path, text: str) -> None:
     try:
-        path.write_text(text, encoding="utf-8")
+        write_atomic(path, text)
     except OSError as exc:
         raise ResultsError(f"{path}: cannot write the report: {exc.strerror or exc}") from None
