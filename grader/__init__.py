@@ -26,11 +26,25 @@ __all__ = [
 ]
 
 _WHERE = {
-    "grade": "grading.grade", "grade_batch": "grading.batch", "load_assignment": "model.assignment",
-    "Result": "model.result", "CheckResult": "model.result", "KernelExecutor": "execution.kernel",
+    "grade": "grading.grade",
+    "grade_batch": "grading.batch",
+    "load_assignment": "model.assignment",
+    "Result": "model.result",
+    "CheckResult": "model.result",
+    "KernelExecutor": "execution.kernel",
     "WarmExecutor": "execution.warm",
-    **{name: "errors" for name in ("GraderError", "AssignmentNotFound", "SpecError", "SolutionError",
-                                   "InvalidSubmission", "ExecutorError", "ResultsError")},
+    **{
+        name: "errors"
+        for name in (
+            "GraderError",
+            "AssignmentNotFound",
+            "SpecError",
+            "SolutionError",
+            "InvalidSubmission",
+            "ExecutorError",
+            "ResultsError",
+        )
+    },
 }
 
 

@@ -34,7 +34,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="grader", description="Grade Jupyter notebook exercises: execute, extract answers, check them, report JSON.")
+    parser = argparse.ArgumentParser(
+        prog="grader",
+        description="Grade Jupyter notebook exercises: execute, extract answers, check them, report JSON.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func, help: str) -> argparse.ArgumentParser:
@@ -43,59 +46,125 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     def execution_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--no-isolation", action="store_true",
-                       help="run students' code without the sandbox (trusted notebooks only); results say so")
-        p.add_argument("--require-isolation", action="store_true",
-                       help="refuse to grade unless full isolation is available (see `grader doctor`)")
-        p.add_argument("--executor", choices=("warm", "kernel"), default="warm",
-                       help="warm (default): each notebook in a fresh process forked from a parent that already imported "
-                            "TensorFlow; kernel: a fresh Jupyter kernel per notebook (the reference, slower)")
-        p.add_argument("--cell-timeout", type=float, metavar="SECONDS", help="seconds one cell may run (default: the spec's, 60)")
-        p.add_argument("--notebook-timeout", type=float, metavar="SECONDS", help="seconds the whole notebook may run (default: the spec's, 300)")
+        p.add_argument(
+            "--no-isolation",
+            action="store_true",
+            help="run students' code without the sandbox (trusted notebooks only); results say so",
+        )
+        p.add_argument(
+            "--require-isolation",
+            action="store_true",
+            help="refuse to grade unless full isolation is available (see `grader doctor`)",
+        )
+        p.add_argument(
+            "--executor",
+            choices=("warm", "kernel"),
+            default="warm",
+            help="warm (default): each notebook in a fresh process forked from a parent that already imported "
+            "TensorFlow; kernel: a fresh Jupyter kernel per notebook (the reference, slower)",
+        )
+        p.add_argument(
+            "--cell-timeout", type=float, metavar="SECONDS", help="seconds one cell may run (default: the spec's, 60)"
+        )
+        p.add_argument(
+            "--notebook-timeout",
+            type=float,
+            metavar="SECONDS",
+            help="seconds the whole notebook may run (default: the spec's, 300)",
+        )
 
     p = add("grade", cmd_grade, "Grade one notebook and print the result JSON.")
     p.add_argument("notebook", type=Path)
     p.add_argument("--assignment", "-a", help="assignment name or folder (default: from the notebook's metadata)")
     execution_options(p)
 
-    p = add("batch", cmd_batch, "Grade every *.ipynb in a folder; write RESULTS_DIR/<stem>.json, summary.json and gradebook.csv.")
+    p = add(
+        "batch",
+        cmd_batch,
+        "Grade every *.ipynb in a folder; write RESULTS_DIR/<stem>.json, summary.json and gradebook.csv.",
+    )
     p.add_argument("submissions", type=Path, metavar="SUBMISSIONS_DIR")
     p.add_argument("--assignment", "-a", required=True, help="assignment name or folder")
     p.add_argument("--out", "-o", type=Path, required=True, metavar="RESULTS_DIR")
-    p.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1, metavar="N",
-                   help="submissions graded at a time (default: the number of cores)")
-    p.add_argument("--force", action="store_true",
-                   help="regrade everything (default: keep results already made from the same submission and references)")
-    p.add_argument("--scheduler", metavar="ADDRESS",
-                   help="grade on a Dask cluster (e.g. tcp://HOST:8786) instead of this machine; results are written here")
-    p.add_argument("--keep-answers", action="store_true",
-                   help="also save each submission's captured arrays to RESULTS_DIR/answers/<stem>.npz (for `grader report`)")
+    p.add_argument(
+        "--jobs",
+        "-j",
+        type=int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="submissions graded at a time (default: the number of cores)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="regrade everything (default: keep results already made from the same submission and references)",
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="grade on a Dask cluster (e.g. tcp://HOST:8786) instead of this machine; results are written here",
+    )
+    p.add_argument(
+        "--keep-answers",
+        action="store_true",
+        help="also save each submission's captured arrays to RESULTS_DIR/answers/<stem>.npz (for `grader report`)",
+    )
     execution_options(p)
 
     p = add("check", cmd_check, "Check your notebook before you submit: same scores, readable feedback.")
     p.add_argument("notebook", type=Path)
     p.add_argument("--assignment", "-a", help="assignment name or folder (default: from the notebook's metadata)")
-    p.add_argument("--html", type=Path, metavar="FILE", help="where to write the HTML feedback page (default: NOTEBOOK's folder, <stem>.feedback.html)")
+    p.add_argument(
+        "--html",
+        type=Path,
+        metavar="FILE",
+        help="where to write the HTML feedback page (default: NOTEBOOK's folder, <stem>.feedback.html)",
+    )
     p.add_argument("--no-html", action="store_true", help="do not write the HTML feedback page")
     execution_options(p)
 
-    p = add("report", cmd_report, "Write HTML feedback: a page per submission (verdicts, hints, pictures) and a class page.")
+    p = add(
+        "report", cmd_report, "Write HTML feedback: a page per submission (verdicts, hints, pictures) and a class page."
+    )
     p.add_argument("results", type=Path, metavar="RESULTS_DIR")
     p.add_argument("--assignment", "-a", required=True, help="assignment name or folder")
     p.add_argument("--out", "-o", type=Path, required=True, metavar="REPORT_DIR")
 
-    p = add("gradescope", cmd_gradescope, "Build a Gradescope autograder bundle (setup.sh, run_autograder, grader, prebuilt references).")
+    p = add(
+        "gradescope",
+        cmd_gradescope,
+        "Build a Gradescope autograder bundle (setup.sh, run_autograder, grader, prebuilt references).",
+    )
     p.add_argument("assignment", help="assignment name or folder")
     p.add_argument("--out", "-o", type=Path, required=True, metavar="ZIP")
-    p.add_argument("--hide", action="append", default=[], metavar="CHECK_NAME",
-                   help="a check whose result students do not see (repeatable)")
-    p.add_argument("--visibility", default="visible", choices=("visible", "hidden", "after_due_date", "after_published"),
-                   help="Gradescope visibility of the results (default: visible)")
+    p.add_argument(
+        "--hide",
+        action="append",
+        default=[],
+        metavar="CHECK_NAME",
+        help="a check whose result students do not see (repeatable)",
+    )
+    p.add_argument(
+        "--visibility",
+        default="visible",
+        choices=("visible", "hidden", "after_due_date", "after_published"),
+        help="Gradescope visibility of the results (default: visible)",
+    )
 
-    p = add("export", cmd_export, "Export a results folder for a learning platform: LTI AGS scores (JSON), or a Canvas or Moodle gradebook CSV.")
+    p = add(
+        "export",
+        cmd_export,
+        "Export a results folder for a learning platform: LTI AGS scores (JSON), or a Canvas or Moodle gradebook CSV.",
+    )
     p.add_argument("format", choices=("lti", "canvas", "moodle"))
     p.add_argument("results", type=Path, metavar="RESULTS_DIR")
-    p.add_argument("--roster", type=Path, required=True, metavar="ROSTER_CSV", help="maps submission files to students (see README)")
+    p.add_argument(
+        "--roster",
+        type=Path,
+        required=True,
+        metavar="ROSTER_CSV",
+        help="maps submission files to students (see README)",
+    )
     p.add_argument("--out", "-o", type=Path, required=True, metavar="FILE")
     p.add_argument("--title", help="gradebook column title (default: the assignment's title)")
     p.add_argument("--assignment-id", help="Canvas: the existing assignment's id (else Canvas creates a new column)")
@@ -106,9 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results", type=Path, metavar="RESULTS_DIR")
     p.add_argument("--roster", type=Path, required=True, metavar="ROSTER_CSV")
     p.add_argument("--lineitem", required=True, metavar="URL", help="the AGS line item URL (scores go to URL/scores)")
-    p.add_argument("--token", help="OAuth2 bearer token (default: $GRADER_LTI_TOKEN; avoid putting it on the command line)")
+    p.add_argument(
+        "--token", help="OAuth2 bearer token (default: $GRADER_LTI_TOKEN; avoid putting it on the command line)"
+    )
 
-    p = add("validate", cmd_validate, "Check an assignment: the solution scores full marks and the untouched template scores 0.")
+    p = add(
+        "validate",
+        cmd_validate,
+        "Check an assignment: the solution scores full marks and the untouched template scores 0.",
+    )
     p.add_argument("assignment", help="assignment name or folder")
 
     add("schema", cmd_schema, "Print the JSON Schema of a result.")
@@ -149,7 +224,9 @@ def _assignment_for(notebook: Path, name: str | None):
     known = available_assignments()
     if len(known) == 1:
         return load_assignment(known[0])
-    raise GraderError(f"{notebook.name}: cannot tell which assignment this is; pass --assignment (known: {', '.join(known) or 'none'})")
+    raise GraderError(
+        f"{notebook.name}: cannot tell which assignment this is; pass --assignment (known: {', '.join(known) or 'none'})"
+    )
 
 
 def _grade(args, assignment=None, keep_answers=None):
@@ -158,8 +235,14 @@ def _grade(args, assignment=None, keep_answers=None):
     assignment = assignment or _assignment_for(args.notebook, args.assignment)
     with _executor(args, args.notebook.resolve().parent) as executor:
         executor.start()  # the warm executor's imports overlap with loading the references
-        return grade(args.notebook, assignment, executor=executor, keep_answers=keep_answers,
-                     cell_timeout=args.cell_timeout, notebook_timeout=args.notebook_timeout)
+        return grade(
+            args.notebook,
+            assignment,
+            executor=executor,
+            keep_answers=keep_answers,
+            cell_timeout=args.cell_timeout,
+            notebook_timeout=args.notebook_timeout,
+        )
 
 
 def cmd_grade(args) -> int:
@@ -193,8 +276,9 @@ def _write_feedback_page(result, assignment, answers_file: Path, html: Path) -> 
     from grader.grading.references import load_references
     from grader.reports.html import load_answer_arrays, write_submission_report
 
-    answers, _ = load_answer_arrays(answers_file, int(assignment.spec.limits.max_answer_mb * 2**20),
-                                    assignment.spec.answers)
+    answers, _ = load_answer_arrays(
+        answers_file, int(assignment.spec.limits.max_answer_mb * 2**20), assignment.spec.answers
+    )
     write_submission_report(result, answers, load_references(assignment), html, assignment=assignment)
 
 
@@ -208,11 +292,23 @@ def cmd_batch(args) -> int:
 
     assignment = load_assignment(args.assignment)
     total = len(find_submissions(args.submissions))
-    with batch_progress(Console(stderr=True), total) as on_result, \
-            _executor(args, args.submissions.resolve(), args.out.resolve()) as executor:
-        summary = grade_batch(args.submissions, assignment, args.out, executor=executor, jobs=args.jobs,
-                              force=args.force, keep_answers=args.keep_answers, cell_timeout=args.cell_timeout,
-                              notebook_timeout=args.notebook_timeout, scheduler=args.scheduler, on_result=on_result)
+    with (
+        batch_progress(Console(stderr=True), total) as on_result,
+        _executor(args, args.submissions.resolve(), args.out.resolve()) as executor,
+    ):
+        summary = grade_batch(
+            args.submissions,
+            assignment,
+            args.out,
+            executor=executor,
+            jobs=args.jobs,
+            force=args.force,
+            keep_answers=args.keep_answers,
+            cell_timeout=args.cell_timeout,
+            notebook_timeout=args.notebook_timeout,
+            scheduler=args.scheduler,
+            on_result=on_result,
+        )
     console = Console()
     if not console.is_terminal:
         console = Console(width=140)  # logs and pipes: no terminal width to fit
@@ -238,8 +334,12 @@ def cmd_gradescope(args) -> int:
     from grader.model.assignment import load_assignment
     from grader.platforms.gradescope import build_bundle
 
-    path = build_bundle(load_assignment(args.assignment), args.out, visibility=args.visibility,
-                        test_visibility={name: "hidden" for name in args.hide})
+    path = build_bundle(
+        load_assignment(args.assignment),
+        args.out,
+        visibility=args.visibility,
+        test_visibility={name: "hidden" for name in args.hide},
+    )
     print(f"Gradescope autograder bundle: {path} (upload it as the assignment's autograder; see README.txt inside)")
     return 0
 
@@ -260,8 +360,14 @@ def cmd_export(args) -> int:
     from grader.platforms.gradebook import export_canvas, export_moodle
 
     if args.format == "canvas":
-        exported = export_canvas(args.results, args.roster, args.out, assignment_id=args.assignment_id,
-                                 title=args.title, points_possible=args.points)
+        exported = export_canvas(
+            args.results,
+            args.roster,
+            args.out,
+            assignment_id=args.assignment_id,
+            title=args.title,
+            points_possible=args.points,
+        )
     else:
         exported = export_moodle(args.results, args.roster, args.out, title=args.title, points_possible=args.points)
     _warn(exported.notes())
@@ -295,11 +401,15 @@ def cmd_validate(args) -> int:
     template = grade(assignment.template_path, assignment, executor=executor, references=references)
     ok_solution = solution.score == solution.max_score
     ok_template = template.score == 0 and template.status == "graded"
-    print(f"solution {assignment.solution_path}: {solution.score:g}/{solution.max_score:g} {'ok' if ok_solution else 'FAIL: must score full marks'}")
+    print(
+        f"solution {assignment.solution_path}: {solution.score:g}/{solution.max_score:g} {'ok' if ok_solution else 'FAIL: must score full marks'}"
+    )
     for t in solution.tests:
         if t.status != "passed":
             print(f"  {t.name}: {t.output}")
-    print(f"template {assignment.template_path}: {template.score:g}/{template.max_score:g} {'ok' if ok_template else 'FAIL: must score 0 and run'}")
+    print(
+        f"template {assignment.template_path}: {template.score:g}/{template.max_score:g} {'ok' if ok_template else 'FAIL: must score 0 and run'}"
+    )
     for t in template.tests:
         if t.status == "passed":
             print(f"  passes without any work: {t.name}")
@@ -311,16 +421,24 @@ def cmd_doctor(args) -> int:
 
     caps = probe()
     print(f"isolation: {caps.level}")
-    for name, ok in [("root", caps.root), ("namespaces (mount, network, pid, ipc, uts)", caps.namespaces),
-                     ("cgroup v1 memory controller", caps.cgroup_memory), ("cgroup v1 pids controller", caps.cgroup_pids)]:
+    for name, ok in [
+        ("root", caps.root),
+        ("namespaces (mount, network, pid, ipc, uts)", caps.namespaces),
+        ("cgroup v1 memory controller", caps.cgroup_memory),
+        ("cgroup v1 pids controller", caps.cgroup_pids),
+    ]:
         print(f"  {'ok     ' if ok else 'missing'} {name}")
     limits = ResourceLimits()
-    print(f"limits per submission: {limits.memory_mb} MB memory, {limits.max_processes} processes/threads, "
-          f"{limits.cpu_seconds} s CPU, {limits.file_size_mb} MB per file, {limits.scratch_mb} MB scratch, "
-          f"{limits.open_files} open files")
+    print(
+        f"limits per submission: {limits.memory_mb} MB memory, {limits.max_processes} processes/threads, "
+        f"{limits.cpu_seconds} s CPU, {limits.file_size_mb} MB per file, {limits.scratch_mb} MB scratch, "
+        f"{limits.open_files} open files"
+    )
     if caps.level != FULL:
-        print("without full isolation a submission could read the solution or other results, or exhaust the machine; "
-              "grade as root on Linux with cgroup v1, or pass --require-isolation to refuse")
+        print(
+            "without full isolation a submission could read the solution or other results, or exhaust the machine; "
+            "grade as root on Linux with cgroup v1, or pass --require-isolation to refuse"
+        )
     return 0 if caps.level == FULL else 1
 
 

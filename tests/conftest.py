@@ -47,8 +47,9 @@ def graded(assignment, references):
     def run(name: str, **options):
         key = (name, tuple(sorted(options.items())))
         if key not in cache:
-            cache[key] = grade(FIXTURES / f"{name}.ipynb", assignment, executor=KernelExecutor(),
-                               references=references, **options)
+            cache[key] = grade(
+                FIXTURES / f"{name}.ipynb", assignment, executor=KernelExecutor(), references=references, **options
+            )
         return cache[key]
 
     return run

@@ -90,11 +90,16 @@ EXPECTED = {
     "summary": (10, ""),  # its result would be summary.json
     "summary.ipynb": (10, ""),  # and this one's summary.ipynb.json, the other's way out
 }
-OPERATOR_SECRETS = {"TF_TOKEN_app_terraform_io": "operator-secret-token", "TF_VAR_db_password": "operator-secret-password",
-                    "GRADER_LTI_TOKEN": "operator-secret-lti"}
-PLANT = ("import os\nroot = os.path.dirname(os.getcwd())\npath = os.path.join(root, {name!r})\ntry:\n"
-         "    if os.path.lexists(path):\n        os.unlink(path)\n    os.symlink({target!r}, path)\n"
-         "except OSError as exc:\n    print('could not plant', path, exc)\n")
+OPERATOR_SECRETS = {
+    "TF_TOKEN_app_terraform_io": "operator-secret-token",
+    "TF_VAR_db_password": "operator-secret-password",
+    "GRADER_LTI_TOKEN": "operator-secret-lti",
+}
+PLANT = (
+    "import os\nroot = os.path.dirname(os.getcwd())\npath = os.path.join(root, {name!r})\ntry:\n"
+    "    if os.path.lexists(path):\n        os.unlink(path)\n    os.symlink({target!r}, path)\n"
+    "except OSError as exc:\n    print('could not plant', path, exc)\n"
+)
 CORRECT = ["correct_a", "correct_b", "correct_c"]
 
 
@@ -102,28 +107,39 @@ def make_dynamic_attacks(folder: Path, out: Path, secret: Path, canary: Path) ->
     import nbformat
 
     solution = nbformat.read(ROOT / "solutions/conv2d/conv2d.ipynb", as_version=4)
-    huge = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1", outputs=[
-        nbformat.v4.new_output("stream", name="stdout", text="y" * (100 * 2**20))])])
+    huge = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell(
+                "x = 1", outputs=[nbformat.v4.new_output("stream", name="stdout", text="y" * (100 * 2**20))]
+            )
+        ]
+    )
     nbformat.write(huge, folder / "huge_submission_file.ipynb")
     many = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(f"x = {i}") for i in range(10_000)])
     nbformat.write(many, folder / "ten_thousand_cells.ipynb")
     (folder / "symlink_to_a_secret.ipynb").symlink_to(secret)
     attack = solution.copy()
-    attack.cells = list(solution.cells) + [nbformat.v4.new_code_cell(
-        f"import glob\nfor path in glob.glob({str(out)!r} + '/*.json') + [{str(out / 'correct_a.json')!r}]:\n"
-        f"    with open(path, 'w') as f:\n        f.write('{{\"score\": 10}}')\n"
-        f"    raise RuntimeError('LEAK: overwrote ' + path)")]
+    attack.cells = list(solution.cells) + [
+        nbformat.v4.new_code_cell(
+            f"import glob\nfor path in glob.glob({str(out)!r} + '/*.json') + [{str(out / 'correct_a.json')!r}]:\n"
+            f"    with open(path, 'w') as f:\n        f.write('{{\"score\": 10}}')\n"
+            f"    raise RuntimeError('LEAK: overwrote ' + path)"
+        )
+    ]
     nbformat.write(attack, folder / "write_into_results.ipynb")
     for name in ("..", "name with spaces", "ünïcødé-名前", "summary", "summary.ipynb"):
         shutil.copy(FIXTURES / "correct.ipynb", folder / f"{name}.ipynb")
     # links to host files where the root side writes or reads (the report) after the notebook
     for name, planted, target in [
-            ("report_link_to_host_file", "sandbox.json", canary),
-            ("report_link_to_missing_path", "sandbox.json", canary.parent / "created-by-root.json"),
-            ("report_link_to_earlier_result", "sandbox.json", out / "correct_a.json"),
-            ("log_link_to_solution", "kernel.log", ROOT / "solutions/conv2d/conv2d.ipynb")]:
+        ("report_link_to_host_file", "sandbox.json", canary),
+        ("report_link_to_missing_path", "sandbox.json", canary.parent / "created-by-root.json"),
+        ("report_link_to_earlier_result", "sandbox.json", out / "correct_a.json"),
+        ("log_link_to_solution", "kernel.log", ROOT / "solutions/conv2d/conv2d.ipynb"),
+    ]:
         attack = solution.copy()
-        attack.cells = list(solution.cells) + [nbformat.v4.new_code_cell(PLANT.format(name=planted, target=str(target)))]
+        attack.cells = list(solution.cells) + [
+            nbformat.v4.new_code_cell(PLANT.format(name=planted, target=str(target)))
+        ]
         nbformat.write(attack, folder / f"{name}.ipynb")
 
 
@@ -270,14 +286,23 @@ def test_the_whole_corpus_in_one_batch(executor_name, tmp_path, assignment, refe
     assert rss_growth_mb < 400, f"the grader grew by {rss_growth_mb:.0f} MB"
     assert peak_growth_mb < 700, f"the grader's memory peaked {peak_growth_mb:.0f} MB above its start"
     with capsys.disabled():
-        print(f"\n[{executor_name}] attacks tried: {len(EXPECTED)}, contained: {len(contained)}, "
-              f"results lost: {len(lost)}; correct submissions at full marks: {len(CORRECT)}/{len(CORRECT)}; "
-              f"grader memory growth {rss_growth_mb:.0f} MB (peak {peak_growth_mb:.0f} MB); {summary.seconds:.0f} s")
+        print(
+            f"\n[{executor_name}] attacks tried: {len(EXPECTED)}, contained: {len(contained)}, "
+            f"results lost: {len(lost)}; correct submissions at full marks: {len(CORRECT)}/{len(CORRECT)}; "
+            f"grader memory growth {rss_growth_mb:.0f} MB (peak {peak_growth_mb:.0f} MB); {summary.seconds:.0f} s"
+        )
     assert lost == []
 
 
-SAFE_WITHOUT_ISOLATION = ["output_flood", "monkeypatch_numpy_and_builtins", "object_that_equals_everything",
-                          "infinite_loop", "segfault_midway", "read_solution_by_path", "memory_bomb"]
+SAFE_WITHOUT_ISOLATION = [
+    "output_flood",
+    "monkeypatch_numpy_and_builtins",
+    "object_that_equals_everything",
+    "infinite_loop",
+    "segfault_midway",
+    "read_solution_by_path",
+    "memory_bomb",
+]
 
 
 def test_degraded_mode_still_grades_and_says_so(tmp_path, assignment, references):
@@ -296,9 +321,15 @@ def test_degraded_mode_still_grades_and_says_so(tmp_path, assignment, references
         executor.close()
     results = {Path(n).stem: r for n, r in summary.results.items()}
     assert {n: r.score for n, r in results.items()} == {
-        "output_flood": 10, "monkeypatch_numpy_and_builtins": 8, "object_that_equals_everything": 7,
-        "infinite_loop": 10, "segfault_midway": 4, "read_solution_by_path": 10, "correct": 10,
-        "memory_bomb": 10}  # no cgroup: the address-space rlimit turns the bomb into a MemoryError
+        "output_flood": 10,
+        "monkeypatch_numpy_and_builtins": 8,
+        "object_that_equals_everything": 7,
+        "infinite_loop": 10,
+        "segfault_midway": 4,
+        "read_solution_by_path": 10,
+        "correct": 10,
+        "memory_bomb": 10,
+    }  # no cgroup: the address-space rlimit turns the bomb into a MemoryError
     assert any("MemoryError" in e for e in results["memory_bomb"].errors)
     assert all(r.isolation.startswith("none") for r in results.values())
     assert any("LEAK: read" in e for e in results["read_solution_by_path"].errors)
@@ -335,8 +366,19 @@ def test_grader_killed_mid_batch_resumes_without_loss(tmp_path, references):
     for name in CORRECT:
         shutil.copy(FIXTURES / "correct.ipynb", subs / f"{name}.ipynb")
     out = tmp_path / "out"
-    command = [str(ROOT / ".venv/bin/python"), "-m", "grader", "batch", str(subs), "--assignment", "conv2d",
-               "--out", str(out), "--jobs", "2"]
+    command = [
+        str(ROOT / ".venv/bin/python"),
+        "-m",
+        "grader",
+        "batch",
+        str(subs),
+        "--assignment",
+        "conv2d",
+        "--out",
+        str(out),
+        "--jobs",
+        "2",
+    ]
     cgroups_before = submission_cgroups()
     proc = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
@@ -349,7 +391,9 @@ def test_grader_killed_mid_batch_resumes_without_loss(tmp_path, references):
     rerun = subprocess.run(command, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
     results = sorted(p.name for p in out.glob("*.json") if p.name != "summary.json")
-    assert results == sorted(f"{n}.json" for n in ["background_processes", "fork_bomb_bounded", "output_flood", *CORRECT])
+    assert results == sorted(
+        f"{n}.json" for n in ["background_processes", "fork_bomb_bounded", "output_flood", *CORRECT]
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["submissions"] == 6 and summary["missing_results"] == []
     assert leftovers() == []

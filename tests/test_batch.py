@@ -34,7 +34,9 @@ def test_every_submission_gets_a_result_and_exit_0(graded_folder):
     code, out = graded_folder
     assert code == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted([f"{n}.json" for n in MIXED] + ["summary.ipynb.json", "summary.json", "gradebook.csv", "answers"])
+    assert names == sorted(
+        [f"{n}.json" for n in MIXED] + ["summary.ipynb.json", "summary.json", "gradebook.csv", "answers"]
+    )
     scores = {n: Result.model_validate_json((out / f"{n}.json").read_text()).score for n in MIXED}
     assert scores == {"correct": 10, "swapped_strides": 5, "truncated_json": 0, "not_a_notebook": 0}
 

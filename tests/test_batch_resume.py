@@ -28,9 +28,12 @@ def submissions(tmp_path):
 
 
 def scores(out):
-    return {p.stem: (r["score"], r["status"], [t["status"] for t in r["tests"]])
-            for p in sorted(out.glob("*.json")) if p.name != "summary.json"
-            for r in [json.loads(p.read_text())]}
+    return {
+        p.stem: (r["score"], r["status"], [t["status"] for t in r["tests"]])
+        for p in sorted(out.glob("*.json"))
+        if p.name != "summary.json"
+        for r in [json.loads(p.read_text())]
+    }
 
 
 def test_rerun_skips_up_to_date_results_and_regrades_changes(submissions, tmp_path, assignment, references):
@@ -59,8 +62,13 @@ def test_killed_batch_resumes_to_the_clean_result(submissions, tmp_path, referen
     command = [sys.executable, "-m", "grader", "batch", str(submissions), "--assignment", "conv2d", "--jobs", "1"]
     subprocess.run(command + ["--out", str(clean)], check=True, env=env, capture_output=True)
 
-    proc = subprocess.Popen(command + ["--out", str(killed)], env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        command + ["--out", str(killed)],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(list(killed.glob("*.json"))) < 1:
         time.sleep(0.05)
@@ -75,4 +83,6 @@ def test_killed_batch_resumes_to_the_clean_result(submissions, tmp_path, referen
     assert scores(killed) == scores(clean)
     assert not list(killed.glob(".tmp-*"))
     summary = json.loads((killed / "summary.json").read_text())
-    assert [r["score"] for r in summary["results"]] == [json.loads((clean / r["result"]).read_text())["score"] for r in summary["results"]]
+    assert [r["score"] for r in summary["results"]] == [
+        json.loads((clean / r["result"]).read_text())["score"] for r in summary["results"]
+    ]

@@ -47,15 +47,19 @@ def capture_one(tmp_path, namespace, name="x", expression=None, max_bytes=MAX):
 
 # --- capture -> load_answers round trip ----------------------------------------------
 
-@pytest.mark.parametrize("value, dtype", [
-    (np.array([[1.5, 2.5], [3.5, -4.0]], dtype=np.float32), np.float32),
-    (np.linspace(0, 1, 7).reshape(1, 7, 1, 1), np.float64),
-    (np.arange(6, dtype=np.int32).reshape(2, 3), np.int32),
-    (np.array([True, False, True]), np.bool_),
-    (np.asfortranarray(np.arange(6.0).reshape(2, 3)), np.float64),
-    (np.arange(12.0).reshape(3, 4)[:, ::2], np.float64),  # non-contiguous view
-    (np.array([1, 2, 3], dtype=">i4"), np.dtype(">i4")),
-])
+
+@pytest.mark.parametrize(
+    "value, dtype",
+    [
+        (np.array([[1.5, 2.5], [3.5, -4.0]], dtype=np.float32), np.float32),
+        (np.linspace(0, 1, 7).reshape(1, 7, 1, 1), np.float64),
+        (np.arange(6, dtype=np.int32).reshape(2, 3), np.int32),
+        (np.array([True, False, True]), np.bool_),
+        (np.asfortranarray(np.arange(6.0).reshape(2, 3)), np.float64),
+        (np.arange(12.0).reshape(3, 4)[:, ::2], np.float64),  # non-contiguous view
+        (np.array([1, 2, 3], dtype=">i4"), np.dtype(">i4")),
+    ],
+)
 def test_numeric_arrays_round_trip(tmp_path, value, dtype):
     answer = capture_one(tmp_path, {"x": value})
     assert answer.status == "ok" and answer.ok
@@ -66,11 +70,14 @@ def test_numeric_arrays_round_trip(tmp_path, value, dtype):
     assert answer.type_name == "numpy.ndarray"
 
 
-@pytest.mark.parametrize("value, expected, type_name", [
-    ([1, 2.5, 3], np.array([1.0, 2.5, 3.0]), "builtins.list"),
-    ([[1, 2], [3, 4]], np.array([[1, 2], [3, 4]]), "builtins.list"),
-    ((True, False), np.array([True, False]), "builtins.tuple"),
-])
+@pytest.mark.parametrize(
+    "value, expected, type_name",
+    [
+        ([1, 2.5, 3], np.array([1.0, 2.5, 3.0]), "builtins.list"),
+        ([[1, 2], [3, 4]], np.array([[1, 2], [3, 4]]), "builtins.list"),
+        ((True, False), np.array([True, False]), "builtins.tuple"),
+    ],
+)
 def test_python_numbers_are_converted(tmp_path, value, expected, type_name):
     answer = capture_one(tmp_path, {"x": value})
     assert answer.status == "ok"
@@ -80,12 +87,15 @@ def test_python_numbers_are_converted(tmp_path, value, expected, type_name):
     assert answer.type_name == type_name
 
 
-@pytest.mark.parametrize("value, type_name", [
-    (7, "builtins.int"),
-    (2.5, "builtins.float"),
-    (np.float32(1.5), "numpy.float32"),
-    (np.array(3.25), "numpy.ndarray"),
-])
+@pytest.mark.parametrize(
+    "value, type_name",
+    [
+        (7, "builtins.int"),
+        (2.5, "builtins.float"),
+        (np.float32(1.5), "numpy.float32"),
+        (np.array(3.25), "numpy.ndarray"),
+    ],
+)
 def test_scalars_keep_their_value(tmp_path, value, type_name):
     answer = capture_one(tmp_path, {"x": value})
     assert answer.status == "ok" and answer.type_name == type_name
@@ -147,15 +157,18 @@ def test_long_exception_detail_is_shortened(tmp_path):
     assert len(answer.detail) <= capture_module.DETAIL_LIMIT and answer.detail.endswith("...")
 
 
-@pytest.mark.parametrize("value, type_name", [
-    ("a string", "builtins.str"),
-    (None, "builtins.NoneType"),
-    (np.array([1, "a", None], dtype=object), "numpy.ndarray"),
-    ({"a": 1}, "builtins.dict"),
-    (np.array([1 + 2j]), "numpy.ndarray"),
-    (np.array(["2020-01-01"], dtype="datetime64[D]"), "numpy.ndarray"),
-    ([[1, 2], [3]], "builtins.list"),  # ragged
-])
+@pytest.mark.parametrize(
+    "value, type_name",
+    [
+        ("a string", "builtins.str"),
+        (None, "builtins.NoneType"),
+        (np.array([1, "a", None], dtype=object), "numpy.ndarray"),
+        ({"a": 1}, "builtins.dict"),
+        (np.array([1 + 2j]), "numpy.ndarray"),
+        (np.array(["2020-01-01"], dtype="datetime64[D]"), "numpy.ndarray"),
+        ([[1, 2], [3]], "builtins.list"),  # ragged
+    ],
+)
 def test_unsupported_values(tmp_path, value, type_name):
     answer = capture_one(tmp_path, {"x": value})
     assert answer.status == "unsupported"
@@ -191,6 +204,7 @@ def test_capture_writes_manifest_and_files_atomically(tmp_path):
 
 
 # --- which captured value is graded --------------------------------------------------------
+
 
 def test_tagged_cell_value_wins_over_end_value(tmp_path):
     capture({"x": np.array([1.0])}, {"x": "x"}, str(tmp_path), point_name(3), MAX)
@@ -273,6 +287,7 @@ def test_every_answer_name_gets_a_result(tmp_path):
 
 # --- untrusted files in the answers folder ------------------------------------------------
 
+
 def write_manifest(folder: Path, point: str, manifest) -> None:
     if isinstance(manifest, bytes):
         (folder / f"{point}.json").write_bytes(manifest)
@@ -321,15 +336,18 @@ def _write_npy(path: Path, shape, descr="<f8", data: bytes = b"", version=(1, 0)
         f.write(data)
 
 
-@pytest.mark.parametrize("shape, descr, nbytes, fragment", [
-    ((1000,), "<f8", 80, "does not match the file size"),  # header claims more than the file holds
-    ((10,), "<f8", 800, "does not match the file size"),  # trailing bytes
-    ((10,), "<f8", 0, "does not match the file size"),
-    ((1 << 20,), "<f8", 0, "does not match the file size"),  # larger than max_bytes
-    ((2,), "<U4", 32, "not a numeric array"),
-    ((2,), "<c16", 32, "not a numeric array"),
-    ((2,), "|O", 16, "not a numeric array"),
-])
+@pytest.mark.parametrize(
+    "shape, descr, nbytes, fragment",
+    [
+        ((1000,), "<f8", 80, "does not match the file size"),  # header claims more than the file holds
+        ((10,), "<f8", 800, "does not match the file size"),  # trailing bytes
+        ((10,), "<f8", 0, "does not match the file size"),
+        ((1 << 20,), "<f8", 0, "does not match the file size"),  # larger than max_bytes
+        ((2,), "<U4", 32, "not a numeric array"),
+        ((2,), "<c16", 32, "not a numeric array"),
+        ((2,), "|O", 16, "not a numeric array"),
+    ],
+)
 def test_bad_npy_headers_are_rejected(tmp_path, shape, descr, nbytes, fragment):
     path = tmp_path / "a.npy"
     _write_npy(path, shape, descr, b"\0" * nbytes)
@@ -391,22 +409,25 @@ def test_fifo_in_answers_folder_does_not_hang(tmp_path):
     assert result[0].status == "invalid"
 
 
-@pytest.mark.parametrize("manifest, status, fragment", [
-    ("{not json", "not_run", "unreadable"),
-    (b"\xff\xfe{}", "not_run", "unreadable"),
-    ([{"status": "ok"}], "not_run", "not an object"),
-    ("null", "not_run", "not an object"),
-    ({"x": {"status": "ok", "file": "end--x.npy", "extra": 1}}, "not_run", "unreadable"),
-    ({"x": {"status": "correct"}}, "not_run", "unreadable"),
-    ({"x": "ok"}, "not_run", "unreadable"),
-    ("[" * 100000, "not_run", "unreadable"),
-    ({"y": {"status": "ok", "file": "end--y.npy"}}, "invalid", "missing from the capture manifest"),
-    ({"x": {"status": "ok", "file": "../../etc/passwd"}}, "invalid", "unexpected file name"),
-    ({"x": {"status": "ok", "file": "/etc/passwd"}}, "invalid", "unexpected file name"),
-    ({"x": {"status": "ok", "file": "end--y.npy"}}, "invalid", "unexpected file name"),
-    ({"x": {"status": "ok"}}, "invalid", "unexpected file name"),
-    ({"x": {"status": "ok", "file": "end--x.npy"}}, "invalid", "No such file"),
-])
+@pytest.mark.parametrize(
+    "manifest, status, fragment",
+    [
+        ("{not json", "not_run", "unreadable"),
+        (b"\xff\xfe{}", "not_run", "unreadable"),
+        ([{"status": "ok"}], "not_run", "not an object"),
+        ("null", "not_run", "not an object"),
+        ({"x": {"status": "ok", "file": "end--x.npy", "extra": 1}}, "not_run", "unreadable"),
+        ({"x": {"status": "correct"}}, "not_run", "unreadable"),
+        ({"x": "ok"}, "not_run", "unreadable"),
+        ("[" * 100000, "not_run", "unreadable"),
+        ({"y": {"status": "ok", "file": "end--y.npy"}}, "invalid", "missing from the capture manifest"),
+        ({"x": {"status": "ok", "file": "../../etc/passwd"}}, "invalid", "unexpected file name"),
+        ({"x": {"status": "ok", "file": "/etc/passwd"}}, "invalid", "unexpected file name"),
+        ({"x": {"status": "ok", "file": "end--y.npy"}}, "invalid", "unexpected file name"),
+        ({"x": {"status": "ok"}}, "invalid", "unexpected file name"),
+        ({"x": {"status": "ok", "file": "end--x.npy"}}, "invalid", "No such file"),
+    ],
+)
 def test_hostile_manifests_do_not_raise(tmp_path, manifest, status, fragment):
     np.save(tmp_path / "end--y.npy", np.ones(3))
     write_manifest(tmp_path, "end", manifest)
@@ -428,7 +449,11 @@ def test_manifest_over_one_mib_is_refused(tmp_path):
     write_manifest(tmp_path, "end", manifest)
     assert MANIFEST_LIMIT == 1 << 20 and (tmp_path / "end.json").stat().st_size > MANIFEST_LIMIT
     answer = load_end(tmp_path)
-    assert answer.status == "not_run" and "manifest is unusable" in answer.detail and "more than the 1048576 allowed" in answer.detail
+    assert (
+        answer.status == "not_run"
+        and "manifest is unusable" in answer.detail
+        and "more than the 1048576 allowed" in answer.detail
+    )
 
 
 def test_manifest_that_is_a_directory_is_not_run(tmp_path):
@@ -451,6 +476,7 @@ def test_npy_answer_replaced_by_a_bigger_one_is_refused(tmp_path):
 
 # --- loader_source / call_source: how the kernel runs the capture -------------------------
 
+
 def test_loader_and_call_source_in_a_fresh_namespace(tmp_path):
     ns = {}
     exec(loader_source(), ns)
@@ -459,13 +485,19 @@ def test_loader_and_call_source_in_a_fresh_namespace(tmp_path):
     assert module is not capture_module  # a separate copy: the grader package is not imported
     assert {k for k in ns if not k.startswith("__")} == {"_grader_capture"}  # helper names removed
 
-    exec("import numpy as np\nimg_tensor = np.ones((1, 4, 4, 1))\nclass M:\n"
-         "    def get_weights(self): return [np.full((3, 3, 1, 1), 2.0), np.zeros(1)]\nmodel = M()\n", ns)
+    exec(
+        "import numpy as np\nimg_tensor = np.ones((1, 4, 4, 1))\nclass M:\n"
+        "    def get_weights(self): return [np.full((3, 3, 1, 1), 2.0), np.zeros(1)]\nmodel = M()\n",
+        ns,
+    )
     answers = {"img_tensor": "img_tensor", "random_kernel": "model.get_weights()[0]", "gone": "gone"}
     exec(call_source(answers, tmp_path, point_name(3), MAX), ns)
 
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "cell0003--img_tensor.npy", "cell0003--random_kernel.npy", "cell0003.json"]
+        "cell0003--img_tensor.npy",
+        "cell0003--random_kernel.npy",
+        "cell0003.json",
+    ]
     plan = make_plan(list(answers), [(3, answers)], final={})
     loaded = load_answers(plan, make_record({3: "ok"}), tmp_path)
     assert loaded["img_tensor"].value.shape == (1, 4, 4, 1)
@@ -474,7 +506,7 @@ def test_loader_and_call_source_in_a_fresh_namespace(tmp_path):
 
 
 def test_call_source_is_a_single_literal_call(tmp_path):
-    folder = tmp_path / "it's \"quoted\""
+    folder = tmp_path / 'it\'s "quoted"'
     folder.mkdir()
     source = call_source({"x": "x"}, folder, "end", 123.9)
     assert source.count("\n") == 1 and source.startswith("_grader_capture.capture(globals(), ")
@@ -494,6 +526,7 @@ def test_capture_module_is_independent_of_the_grader_package():
 
 # --- model weights: candidates from every Keras model, whatever its name ---------------
 
+
 class _FakeKerasModel:
     """Stands in for a Keras model: the capture module only asks for get_weights()."""
 
@@ -509,13 +542,24 @@ _FakeKerasModel.__module__ = "keras.src.models.sequential"
 
 def test_model_weights_are_captured_from_every_keras_model(tmp_path):
     k1, k2 = np.full((3, 3, 1, 1), 1.0), np.full((3, 3, 1, 1), 2.0)
-    ns = {"conv": _FakeKerasModel(k1, np.zeros(1)), "other": _FakeKerasModel(k2, np.ones(1)),
-          "not_a_model": object(), "_hidden": _FakeKerasModel(k2, np.ones(1))}
+    ns = {
+        "conv": _FakeKerasModel(k1, np.zeros(1)),
+        "other": _FakeKerasModel(k2, np.ones(1)),
+        "not_a_model": object(),
+        "_hidden": _FakeKerasModel(k2, np.ones(1)),
+    }
     capture(ns, {"kernel": "model.get_weights()[0]"}, str(tmp_path), "cell0003", MAX, {"kernel": 0, "bias": 1})
-    plan = ExecutionPlan(answer_names=["kernel", "bias"], steps=[Step(3, "", {"kernel": "model.get_weights()[0]"},
-                                                                     {"kernel": 0, "bias": 1})],
-                         final_captures={}, notices={}, data_files=[], cell_timeout=60, notebook_timeout=300,
-                         max_answer_bytes=MAX, final_weights={"kernel": 0, "bias": 1})
+    plan = ExecutionPlan(
+        answer_names=["kernel", "bias"],
+        steps=[Step(3, "", {"kernel": "model.get_weights()[0]"}, {"kernel": 0, "bias": 1})],
+        final_captures={},
+        notices={},
+        data_files=[],
+        cell_timeout=60,
+        notebook_timeout=300,
+        max_answer_bytes=MAX,
+        final_weights={"kernel": 0, "bias": 1},
+    )
     loaded = load_answers(plan, make_record({3: "ok"}), tmp_path)
     kernel, bias = loaded["kernel"], loaded["bias"]
     assert kernel.status == "missing" and "name 'model' is not defined" in kernel.detail  # the expression failed

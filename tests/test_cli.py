@@ -19,10 +19,17 @@ def run_cli(capsys, *args):
 
 
 def test_help_answers_without_importing_tensorflow():
-    proc = subprocess.run([sys.executable, "-c", "import sys; from grader.cli import main\n"
-                           "try: main(['--help'])\nexcept SystemExit: pass\n"
-                           "assert 'tensorflow' not in sys.modules and 'nbclient' not in sys.modules"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from grader.cli import main\n"
+            "try: main(['--help'])\nexcept SystemExit: pass\n"
+            "assert 'tensorflow' not in sys.modules and 'nbclient' not in sys.modules",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "grade" in proc.stdout and "batch" in proc.stdout
 
@@ -84,14 +91,20 @@ def _break_solution(root):
     solution.write_text(solution.read_text().replace("np.ones(weights[0].shape)", "2 * np.ones(weights[0].shape)"))
 
 
-@pytest.mark.parametrize("breaker, code, message", [
-    (_break_spec, 3, "checks.3.rtoll: unknown key"),
-    (_remove_data, 3, "file named in the spec is missing"),
-    (_break_solution, 4, "fails its own checks"),
-], ids=["spec-typo", "missing-data", "broken-solution"])
+@pytest.mark.parametrize(
+    "breaker, code, message",
+    [
+        (_break_spec, 3, "checks.3.rtoll: unknown key"),
+        (_remove_data, 3, "file named in the spec is missing"),
+        (_break_solution, 4, "fails its own checks"),
+    ],
+    ids=["spec-typo", "missing-data", "broken-solution"],
+)
 def test_operator_mistakes_get_clear_errors_and_exit_codes(capsys, assignment_copy, breaker, code, message):
     breaker(assignment_copy)
-    got, out, err = run_cli(capsys, "grade", FIXTURES / "correct.ipynb", "--assignment", assignment_copy / "assignments/conv2d")
+    got, out, err = run_cli(
+        capsys, "grade", FIXTURES / "correct.ipynb", "--assignment", assignment_copy / "assignments/conv2d"
+    )
     assert got == code
     assert message in err
     assert out == ""

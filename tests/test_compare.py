@@ -37,8 +37,9 @@ MATCH_CASES = [
 ]
 
 
-@pytest.mark.parametrize("actual, expected, rtol, atol, matches", [c[1:] for c in MATCH_CASES],
-                         ids=[c[0] for c in MATCH_CASES])
+@pytest.mark.parametrize(
+    "actual, expected, rtol, atol, matches", [c[1:] for c in MATCH_CASES], ids=[c[0] for c in MATCH_CASES]
+)
 def test_compare_values_matches(actual, expected, rtol, atol, matches):
     cmp = compare_values(np.asarray(actual), np.asarray(expected, dtype=np.float64), rtol, atol)
     assert cmp.matches is matches
@@ -59,8 +60,11 @@ METRIC_CASES = [
 ]
 
 
-@pytest.mark.parametrize("actual, expected, atol, max_abs_error, fraction, nonfinite", [c[1:] for c in METRIC_CASES],
-                         ids=[c[0] for c in METRIC_CASES])
+@pytest.mark.parametrize(
+    "actual, expected, atol, max_abs_error, fraction, nonfinite",
+    [c[1:] for c in METRIC_CASES],
+    ids=[c[0] for c in METRIC_CASES],
+)
 def test_compare_values_metrics(actual, expected, atol, max_abs_error, fraction, nonfinite):
     cmp = compare_values(np.array(actual), np.array(expected), 0.0, atol)
     if max_abs_error is None:
@@ -93,18 +97,22 @@ def test_compare_values_does_not_modify_inputs():
     assert np.isnan(actual[0]) and actual[1] == 1.0 and list(expected) == [1.0, 1.0]
 
 
-@pytest.mark.parametrize("actual_shape, expected_shape", [
-    ((1, 255, 510, 1), (1, 510, 255, 1)),
-    ((3,), (3, 1)),
-    ((2, 2), (4,)),
-    ((), (1,)),
-])
+@pytest.mark.parametrize(
+    "actual_shape, expected_shape",
+    [
+        ((1, 255, 510, 1), (1, 510, 255, 1)),
+        ((3,), (3, 1)),
+        ((2, 2), (4,)),
+        ((), (1,)),
+    ],
+)
 def test_compare_values_shape_mismatch_raises(actual_shape, expected_shape):
     with pytest.raises(ValueError, match="shapes differ"):
         compare_values(np.zeros(actual_shape), np.zeros(expected_shape), 1e-5, 1e-3)
 
 
 # --- scale_factor -------------------------------------------------------------
+
 
 def _random(shape=(1, 6, 5, 1), seed=0):
     return np.random.default_rng(seed).uniform(0, 255, size=shape)
@@ -123,8 +131,10 @@ def test_scale_factor_one_ninth_in_float32():
     assert scale_factor(actual, expected) == pytest.approx(1 / 9, rel=1e-6)
 
 
-@pytest.mark.parametrize("case", ["noisy", "offset", "unrelated", "zero_expected", "nan_actual", "nan_expected",
-                                  "inf_actual", "shape_differs"])
+@pytest.mark.parametrize(
+    "case",
+    ["noisy", "offset", "unrelated", "zero_expected", "nan_actual", "nan_expected", "inf_actual", "shape_differs"],
+)
 def test_scale_factor_none(case):
     expected = _random()
     rng = np.random.default_rng(1)
@@ -157,22 +167,36 @@ def test_scale_factor_tolerates_float32_rounding_but_not_small_noise():
 
 # --- describe_shape / is_real_numeric -----------------------------------------
 
-@pytest.mark.parametrize("shape, text", [
-    ((1, 512, 512, 1), "(1, 512, 512, 1)"),
-    ((3,), "(3,)"),
-    ((), "()"),
-    ([2, 3], "(2, 3)"),
-    ((np.int64(4), np.int32(5)), "(4, 5)"),
-    (np.zeros((0, 7)).shape, "(0, 7)"),
-])
+
+@pytest.mark.parametrize(
+    "shape, text",
+    [
+        ((1, 512, 512, 1), "(1, 512, 512, 1)"),
+        ((3,), "(3,)"),
+        ((), "()"),
+        ([2, 3], "(2, 3)"),
+        ((np.int64(4), np.int32(5)), "(4, 5)"),
+        (np.zeros((0, 7)).shape, "(0, 7)"),
+    ],
+)
 def test_describe_shape(shape, text):
     assert describe_shape(shape) == text
 
 
-@pytest.mark.parametrize("dtype, numeric", [
-    (np.float32, True), (np.float64, True), (np.int8, True), (np.uint16, True), (np.bool_, True),
-    (np.complex64, False), (object, False), ("U3", False), ("datetime64[s]", False),
-])
+@pytest.mark.parametrize(
+    "dtype, numeric",
+    [
+        (np.float32, True),
+        (np.float64, True),
+        (np.int8, True),
+        (np.uint16, True),
+        (np.bool_, True),
+        (np.complex64, False),
+        (object, False),
+        ("U3", False),
+        ("datetime64[s]", False),
+    ],
+)
 def test_is_real_numeric(dtype, numeric):
     assert is_real_numeric(np.zeros(2, dtype=dtype)) is numeric
 

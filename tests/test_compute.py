@@ -97,6 +97,7 @@ def test_max_pool2d_matches_keras(keras, shape, padding, strides):
 
 # --- conv2d / max_pool2d by hand ------------------------------------------------
 
+
 def test_conv2d_is_cross_correlation_not_flipped():
     x = np.arange(9, dtype=float).reshape(1, 3, 3, 1)
     kernel = np.zeros((3, 3, 1, 1))
@@ -111,7 +112,7 @@ def test_conv2d_box_sum_and_bias():
     x = np.arange(16, dtype=float).reshape(1, 4, 4, 1)
     out = conv2d(x, np.ones((3, 3, 1, 1)), 10.0)
     assert out.shape == (1, 2, 2, 1)
-    expected = [[x[0, i:i + 3, j:j + 3, 0].sum() + 10 for j in range(2)] for i in range(2)]
+    expected = [[x[0, i : i + 3, j : j + 3, 0].sum() + 10 for j in range(2)] for i in range(2)]
     assert out[0, :, :, 0].tolist() == expected
 
 
@@ -123,15 +124,18 @@ def test_conv2d_same_padding_puts_extra_zero_row_at_the_end():
     assert out[0, :, :, 0].tolist() == [[4, 4, 4, 2], [4, 4, 4, 2], [4, 4, 4, 2], [2, 2, 2, 1]]
 
 
-@pytest.mark.parametrize("h, w, strides, padding, out_hw", [
-    (512, 512, (2, 1), "valid", (255, 510)),
-    (512, 512, (1, 2), "valid", (510, 255)),
-    (512, 512, (1, 1), "valid", (510, 510)),
-    (512, 512, (1, 1), "same", (512, 512)),
-    (512, 512, (2, 1), "same", (256, 512)),
-    (7, 9, (3, 2), "same", (3, 5)),
-    (7, 9, (3, 2), "valid", (2, 4)),
-])
+@pytest.mark.parametrize(
+    "h, w, strides, padding, out_hw",
+    [
+        (512, 512, (2, 1), "valid", (255, 510)),
+        (512, 512, (1, 2), "valid", (510, 255)),
+        (512, 512, (1, 1), "valid", (510, 510)),
+        (512, 512, (1, 1), "same", (512, 512)),
+        (512, 512, (2, 1), "same", (256, 512)),
+        (7, 9, (3, 2), "same", (3, 5)),
+        (7, 9, (3, 2), "valid", (2, 4)),
+    ],
+)
 def test_conv2d_output_shapes(h, w, strides, padding, out_hw):
     out = conv2d(np.zeros((1, h, w, 1)), np.zeros((3, 3, 1, 1)), 0.0, strides, padding)
     assert out.shape == (1, *out_hw, 1)
@@ -161,9 +165,11 @@ def test_max_pool2d_same_padding_ignores_the_padding():
 
 # --- evaluate -------------------------------------------------------------------
 
+
 def _resolver(values):
     def resolve(name):
         return values[name]
+
     return resolve
 
 
@@ -214,24 +220,53 @@ def test_evaluate_reads_file_sources_through_resolve():
     assert seen == ["file:data/x.npy"]
 
 
-@pytest.mark.parametrize("op, values, message", [
-    (Conv2D(op="conv2d", input="x", kernel=1.0), {"x": np.zeros((512, 512, 1))}, "must be a 4-D"),
-    (Conv2D(op="conv2d", input="x", kernel=1.0), {"x": np.zeros((512, 512))}, "must be a 4-D"),
-    (MaxPool2D(op="maxpool2d", input="x"), {"x": np.zeros((4, 4, 1))}, "must be a 4-D"),
-    (Conv2D(op="conv2d", input="x", kernel="k"), {"x": np.zeros((1, 5, 5, 1)), "k": np.zeros((3, 3, 2, 1))},
-     r"kernel must have shape \(3, 3, 1, filters\)"),
-    # a fake model's 96x96 kernel: refused before anything is computed (it once made the grader allocate 6.4 GB)
-    (Conv2D(op="conv2d", input="x", kernel="k"), {"x": np.zeros((1, 512, 512, 1)), "k": np.ones((96, 96, 1, 1))},
-     r"kernel must have shape \(3, 3, 1, filters\), not \(96, 96, 1, 1\)"),
-    # the right kernel size but 4096 filters: more memory than the grader allows for one check
-    (Conv2D(op="conv2d", input="x", kernel="k"), {"x": np.zeros((1, 512, 512, 1)), "k": np.ones((3, 3, 1, 4096))},
-     "more than the 512 MB the grader allows"),
-    (Conv2D(op="conv2d", input="x", kernel="k"), {"x": np.zeros((1, 5, 5, 1)), "k": np.zeros((3, 3))},
-     "kernel must have shape"),
-    (Reshape(op="reshape", input="x", shape=[1, 512, 512, 1]), {"x": np.zeros((510, 510))}, "cannot reshape"),
-    (Conv2D(op="conv2d", input="x", kernel=1.0, kernel_size=(5, 5)), {"x": np.zeros((1, 3, 3, 1))},
-     "smaller than the window"),
-], ids=["3d_input", "2d_input", "3d_pool_input", "kernel_channels", "kernel_96x96", "kernel_4096_filters", "kernel_2d", "reshape_impossible", "window_too_big"])
+@pytest.mark.parametrize(
+    "op, values, message",
+    [
+        (Conv2D(op="conv2d", input="x", kernel=1.0), {"x": np.zeros((512, 512, 1))}, "must be a 4-D"),
+        (Conv2D(op="conv2d", input="x", kernel=1.0), {"x": np.zeros((512, 512))}, "must be a 4-D"),
+        (MaxPool2D(op="maxpool2d", input="x"), {"x": np.zeros((4, 4, 1))}, "must be a 4-D"),
+        (
+            Conv2D(op="conv2d", input="x", kernel="k"),
+            {"x": np.zeros((1, 5, 5, 1)), "k": np.zeros((3, 3, 2, 1))},
+            r"kernel must have shape \(3, 3, 1, filters\)",
+        ),
+        # a fake model's 96x96 kernel: refused before anything is computed (it once made the grader allocate 6.4 GB)
+        (
+            Conv2D(op="conv2d", input="x", kernel="k"),
+            {"x": np.zeros((1, 512, 512, 1)), "k": np.ones((96, 96, 1, 1))},
+            r"kernel must have shape \(3, 3, 1, filters\), not \(96, 96, 1, 1\)",
+        ),
+        # the right kernel size but 4096 filters: more memory than the grader allows for one check
+        (
+            Conv2D(op="conv2d", input="x", kernel="k"),
+            {"x": np.zeros((1, 512, 512, 1)), "k": np.ones((3, 3, 1, 4096))},
+            "more than the 512 MB the grader allows",
+        ),
+        (
+            Conv2D(op="conv2d", input="x", kernel="k"),
+            {"x": np.zeros((1, 5, 5, 1)), "k": np.zeros((3, 3))},
+            "kernel must have shape",
+        ),
+        (Reshape(op="reshape", input="x", shape=[1, 512, 512, 1]), {"x": np.zeros((510, 510))}, "cannot reshape"),
+        (
+            Conv2D(op="conv2d", input="x", kernel=1.0, kernel_size=(5, 5)),
+            {"x": np.zeros((1, 3, 3, 1))},
+            "smaller than the window",
+        ),
+    ],
+    ids=[
+        "3d_input",
+        "2d_input",
+        "3d_pool_input",
+        "kernel_channels",
+        "kernel_96x96",
+        "kernel_4096_filters",
+        "kernel_2d",
+        "reshape_impossible",
+        "window_too_big",
+    ],
+)
 def test_evaluate_bad_shapes_raise_compute_error(op, values, message):
     with pytest.raises(ComputeError, match=message):
         evaluate(op, _resolver(values))
@@ -239,19 +274,25 @@ def test_evaluate_bad_shapes_raise_compute_error(op, values, message):
 
 def test_compute_error_names_the_input_and_its_shape():
     with pytest.raises(ComputeError) as info:
-        evaluate(Conv2D(op="conv2d", input="img_tensor", kernel=1.0), _resolver({"img_tensor": np.zeros((1, 512, 512))}))
+        evaluate(
+            Conv2D(op="conv2d", input="img_tensor", kernel=1.0), _resolver({"img_tensor": np.zeros((1, 512, 512))})
+        )
     assert "img_tensor" in str(info.value) and "(1, 512, 512)" in str(info.value)
     assert isinstance(info.value, ValueError)
 
 
 # --- fit_conv2d_kernel ------------------------------------------------------------
 
-@pytest.mark.parametrize("channels, strides, padding", [
-    (1, (2, 1), "valid"),
-    (1, (1, 1), "same"),
-    (2, (1, 2), "valid"),
-    (3, (2, 2), "same"),
-])
+
+@pytest.mark.parametrize(
+    "channels, strides, padding",
+    [
+        (1, (2, 1), "valid"),
+        (1, (1, 1), "same"),
+        (2, (1, 2), "valid"),
+        (3, (2, 2), "same"),
+    ],
+)
 def test_fit_conv2d_kernel_recovers_kernel_and_bias(channels, strides, padding):
     rng = np.random.default_rng(channels)
     x = rng.uniform(0, 255, size=(1, 16, 14, channels))
@@ -282,7 +323,7 @@ def test_fit_conv2d_kernel_rejects_noise_and_non_convolutions():
     x = rng.uniform(0, 255, size=(1, 16, 14, 1))
     y = conv2d(x, rng.normal(size=(3, 3, 1, 1)), 0.0, (1, 1), "valid")
     assert fit_conv2d_kernel(x, rng.normal(size=y.shape), (3, 3), (1, 1), "valid") is None
-    assert fit_conv2d_kernel(x, y ** 2, (3, 3), (1, 1), "valid") is None  # not linear in x
+    assert fit_conv2d_kernel(x, y**2, (3, 3), (1, 1), "valid") is None  # not linear in x
     assert fit_conv2d_kernel(x, y + rng.normal(0, 1.0, size=y.shape), (3, 3), (1, 1), "valid") is None
     # a 5x5 convolution is not a 3x3 one
     y5 = conv2d(x, rng.normal(size=(5, 5, 1, 1)), 0.0, (1, 1), "same")

@@ -28,8 +28,19 @@ def test_batch_on_a_dask_cluster_writes_the_same_results(cluster, tmp_path, refe
     for name in NAMES:
         shutil.copy(FIXTURES / f"{name}.ipynb", subs / f"{name}.ipynb")
     out = tmp_path / "out"
-    args = ["batch", str(subs), "--assignment", "conv2d", "--out", str(out),
-            "--scheduler", cluster.scheduler_address, "--executor", "warm", "--keep-answers"]
+    args = [
+        "batch",
+        str(subs),
+        "--assignment",
+        "conv2d",
+        "--out",
+        str(out),
+        "--scheduler",
+        cluster.scheduler_address,
+        "--executor",
+        "warm",
+        "--keep-answers",
+    ]
     assert main(args) == 0
     scores = {name: json.loads((out / f"{name}.json").read_text())["score"] for name in NAMES}
     assert scores == NAMES
@@ -49,7 +60,17 @@ def test_unreachable_scheduler_is_an_operator_error(tmp_path, capsys, references
     subs = tmp_path / "subs"
     subs.mkdir()
     shutil.copy(FIXTURES / "correct.ipynb", subs)
-    code = main(["batch", str(subs), "--assignment", "conv2d", "--out", str(tmp_path / "out"),
-                 "--scheduler", "tcp://127.0.0.1:9"])
+    code = main(
+        [
+            "batch",
+            str(subs),
+            "--assignment",
+            "conv2d",
+            "--out",
+            str(tmp_path / "out"),
+            "--scheduler",
+            "tcp://127.0.0.1:9",
+        ]
+    )
     assert code == 3
     assert "cannot reach the Dask scheduler" in capsys.readouterr().err

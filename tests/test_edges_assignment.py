@@ -30,10 +30,18 @@ CASES = [
     ("correct", 10, [], []),
     ("no_strides", 5, [EX3, EX3V], ["The strides are missing", "found (1, 254, 254, 1)"]),
     ("same_padding", 5, [EX3, EX3V], ["This model uses padding='same'", "found (1, 128, 128, 1)"]),
-    ("sobel_on_original_image", 5, [EX3, EX3V],
-     ["The Sobel model was applied to img_tensor", "found (1, 255, 255, 1)"]),
-    ("transposed_kernel", 7, [EX3V],
-     ["but with a kernel other than S_x", "your kernel is transposed", "The kernel that fits your output"]),
+    (
+        "sobel_on_original_image",
+        5,
+        [EX3, EX3V],
+        ["The Sobel model was applied to img_tensor", "found (1, 255, 255, 1)"],
+    ),
+    (
+        "transposed_kernel",
+        7,
+        [EX3V],
+        ["but with a kernel other than S_x", "your kernel is transposed", "The kernel that fits your output"],
+    ),
     ("negated_kernel", 7, [EX3V], ["exactly the negatives of the expected ones", "cross-correlation"]),
     ("empty_template", 0, ALL_CHECKS, ["was never assigned"]),
 ]
@@ -72,8 +80,9 @@ def graded(edges, edges_references):
 
     def run(name: str):
         if name not in cache:
-            cache[name] = grade(FIXTURES / f"{name}.ipynb", edges, executor=KernelExecutor(),
-                                references=edges_references)
+            cache[name] = grade(
+                FIXTURES / f"{name}.ipynb", edges, executor=KernelExecutor(), references=edges_references
+            )
         return cache[name]
 
     return run
@@ -85,7 +94,9 @@ def test_spec_is_plain_data_on_the_shared_image(edges):
     assert edges.name == "edges"
     assert edges.spec.max_score == 10
     assert edges.solution_path == ROOT / "solutions" / "edges" / "edges.ipynb"
-    assert (ASSIGNMENT / "data" / "ascent.npy").read_bytes() == (ROOT / "assignments/conv2d/data/ascent.npy").read_bytes()
+    assert (ASSIGNMENT / "data" / "ascent.npy").read_bytes() == (
+        ROOT / "assignments/conv2d/data/ascent.npy"
+    ).read_bytes()
     sobel = np.load(ASSIGNMENT / "data" / "sobel_x.npy", allow_pickle=False)
     assert sobel.shape == (3, 3, 1, 1)
     assert sobel[:, :, 0, 0].tolist() == [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]
@@ -98,7 +109,11 @@ def test_template_is_tagged_for_the_grader(edges):
     assert nb.metadata["grader"] == {"assignment": "edges"}
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert code[0].metadata["tags"] == ["setup"]
-    assert [c.metadata["tags"] for c in code[1:]] == [["answer:img_tensor"], ["answer:pooled_output"], ["answer:edges_output"]]
+    assert [c.metadata["tags"] for c in code[1:]] == [
+        ["answer:img_tensor"],
+        ["answer:pooled_output"],
+        ["answer:edges_output"],
+    ]
     assert all(line.startswith("#") for c in code[1:] for line in c.source.splitlines())  # empty answer cells
 
 
@@ -106,7 +121,10 @@ def test_references_agree_with_numpy(edges_references):
     # load_references cross-checks the solution against the spec's compute
     # tables; here, the shapes it produced
     assert {k: v.shape for k, v in edges_references.items()} == {
-        "img_tensor": (1, 512, 512, 1), "pooled_output": (1, 256, 256, 1), "edges_output": (1, 127, 127, 1)}
+        "img_tensor": (1, 512, 512, 1),
+        "pooled_output": (1, 256, 256, 1),
+        "edges_output": (1, 127, 127, 1),
+    }
 
 
 def test_validate_passes(project_root, edges_references, capsys):

@@ -11,13 +11,26 @@ from grader.checking.check import run_checks
 from grader.model.result import CheckResult
 from grader.model.spec import Spec
 
-SPEC = Spec.model_validate({
-    "title": "t", "version": "1", "template": "t.ipynb", "solution": "s.ipynb",
-    "answers": {"x": {}},
-    "checks": [{"name": "x has shape (2,)", "answer": "x", "points": 1, "kind": "shape", "shape": [2],
+SPEC = Spec.model_validate(
+    {
+        "title": "t",
+        "version": "1",
+        "template": "t.ipynb",
+        "solution": "s.ipynb",
+        "answers": {"x": {}},
+        "checks": [
+            {
+                "name": "x has shape (2,)",
+                "answer": "x",
+                "points": 1,
+                "kind": "shape",
+                "shape": [2],
                 "hint": "Make it two long.",
-                "diagnoses": [{"when": "shape", "shape": [3], "message": "One too many."}]}],
-})
+                "diagnoses": [{"when": "shape", "shape": [3], "message": "One too many."}],
+            }
+        ],
+    }
+)
 
 
 @pytest.mark.parametrize("value, passed", [(np.zeros(2), True), (np.zeros(3), False)])
@@ -30,15 +43,28 @@ def test_a_check_result_keeps_its_parts_and_its_output_is_rendered_from_them(tmp
         assert test.output == "PASSED: x has shape (2,)."
     else:
         assert test.message == "expected shape (2,), found (3,)."
-        assert (test.diagnosis, test.notes, test.hint) == ("One too many.", ["cell 2 raised ValueError: no"],
-                                                           "Make it two long.")
-        assert test.output == ("FAILED: expected shape (2,), found (3,).\nLikely cause: One too many.\n"
-                               "Note: cell 2 raised ValueError: no\nHint: Make it two long.")
+        assert (test.diagnosis, test.notes, test.hint) == (
+            "One too many.",
+            ["cell 2 raised ValueError: no"],
+            "Make it two long.",
+        )
+        assert test.output == (
+            "FAILED: expected shape (2,), found (3,).\nLikely cause: One too many.\n"
+            "Note: cell 2 raised ValueError: no\nHint: Make it two long."
+        )
     assert [p.kind for p in feedback.parts(test)] == (["verdict"] if passed else ["verdict", "cause", "note", "hint"])
 
 
 def test_a_result_from_before_the_fields_renders_its_output_as_it_is():
-    old = CheckResult(name="n", score=0, max_score=1, status="failed", answer="x", kind="shape",
-                     output="FAILED: something\nHint: do it", diagnosis="a cause")
+    old = CheckResult(
+        name="n",
+        score=0,
+        max_score=1,
+        status="failed",
+        answer="x",
+        kind="shape",
+        output="FAILED: something\nHint: do it",
+        diagnosis="a cause",
+    )
     assert feedback.parts(old) == [feedback.Part("verdict", "FAILED: something\nHint: do it")]
     assert feedback.first_problem(old) == "a cause"

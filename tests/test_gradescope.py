@@ -31,7 +31,12 @@ HIDDEN = "Exercise 4: same_output is the zero-padded box blur"
 METADATA = {  # as documented in Gradescope's submission_metadata page
     "id": 123456,
     "created_at": "2026-07-01T14:22:32.365935-07:00",
-    "assignment": {"due_date": "2026-07-31T23:00:00.000000-07:00", "id": 25828, "title": "Conv2D", "total_points": "10.0"},
+    "assignment": {
+        "due_date": "2026-07-31T23:00:00.000000-07:00",
+        "id": 25828,
+        "title": "Conv2D",
+        "total_points": "10.0",
+    },
     "submission_method": "upload",
     "users": [{"email": "student@example.com", "id": 1234, "name": "Student User"}],
     "previous_submissions": [],
@@ -73,8 +78,9 @@ def run_script(root: Path, python: str = sys.executable) -> tuple[dict, str]:
     with this venv's Python and the bundle's source first on the path."""
     env = {k: v for k, v in os.environ.items() if k not in ("GRADER_ROOT", "GRADER_CACHE_DIR", "PYTHONPATH")}
     env.update(AUTOGRADER_ROOT=str(root), GRADER_PYTHON=python, PYTHONPATH=str(root / "source"))
-    proc = subprocess.run([str(root / "run_autograder")], cwd=root, env=env, capture_output=True, text=True,
-                          timeout=400)
+    proc = subprocess.run(
+        [str(root / "run_autograder")], cwd=root, env=env, capture_output=True, text=True, timeout=400
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return json.loads((root / "results" / "results.json").read_text()), proc.stdout + proc.stderr
 
@@ -121,8 +127,23 @@ def test_scripts_are_valid_bash(bundle, tmp_path):
 
 def test_bundled_source_builds_a_grader_wheel(bundle, tmp_path):
     unpack(bundle, tmp_path / "source")
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-                           str(tmp_path / "source"), "-w", str(tmp_path / "wheel")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            str(tmp_path / "source"),
+            "-w",
+            str(tmp_path / "wheel"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     (wheel,) = (tmp_path / "wheel").glob("grader-*.whl")
     assert "grader/platforms/gradescope.py" in zipfile.ZipFile(wheel).namelist()
@@ -171,8 +192,14 @@ def test_swapped_strides_scores_5_with_its_feedback(bundle, tmp_path):
 def test_setup_check_grades_the_bundled_template(bundle, tmp_path):
     root = autograder_root(bundle, tmp_path)
     env = {k: v for k, v in os.environ.items() if k not in ("GRADER_ROOT", "PYTHONPATH")}
-    proc = subprocess.run([sys.executable, "-m", "grader.platforms.gradescope", "--check", "--root", str(root)],
-                          cwd=root / "source", env=env, capture_output=True, text=True, timeout=400)
+    proc = subprocess.run(
+        [sys.executable, "-m", "grader.platforms.gradescope", "--check", "--root", str(root)],
+        cwd=root / "source",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "bundle ok: conv2d" in proc.stdout and "template graded 0 / 10" in proc.stdout
 

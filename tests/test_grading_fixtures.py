@@ -102,10 +102,13 @@ def test_dead_kernel_keeps_answers_captured_before(graded):
     assert [t.status for t in result.tests[:4]] == ["passed"] * 4
 
 
-@pytest.mark.parametrize("name, reason", [
-    ("truncated_json", "looks truncated"),
-    ("not_a_notebook", "is not UTF-8 text"),
-])
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("truncated_json", "looks truncated"),
+        ("not_a_notebook", "is not UTF-8 text"),
+    ],
+)
 def test_unreadable_file_scores_zero_with_the_reason(graded, name, reason):
     result = graded(name)
     assert result.status == "invalid_submission"

@@ -30,9 +30,19 @@ EVIL = '<script>document.title="pwned"</script><img src=x onerror=alert(1)>'
 # per page: images expected (answers with a value check x 3, 2 when the shapes differ, 1 when nothing to compare)
 IMAGES = {"correct": 12, "swapped_strides": 10, "lesson_literal_random_kernel": 10, "index": 0, EVIL_STEM: 0}
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--enable-logging=stderr",
+    "--v=0",
+    "--virtual-time-budget=5000",
+]
 # Paints every image on a canvas once the page has loaded (the load event
 # waits for every image): a broken PNG has no size, a truncated one leaves its
 # last row transparent (figures are opaque).  Synchronous on purpose: an
@@ -63,9 +73,16 @@ def student_answers(references):
     padding='same' model (its random_kernel not saved)."""
     swap = {n: references[n].transpose(0, 2, 1, 3) for n in ("random_output", "average_output")}
     kernel = np.random.default_rng(0).normal(size=(3, 3, 1, 1))
-    lesson = {**references, "same_output": conv2d(references["img_tensor"], kernel, 0.0, (1, 1), "same").astype(np.float32)}
+    lesson = {
+        **references,
+        "same_output": conv2d(references["img_tensor"], kernel, 0.0, (1, 1), "same").astype(np.float32),
+    }
     del lesson["random_kernel"]
-    return {"correct": dict(references), "swapped_strides": {**references, **swap}, "lesson_literal_random_kernel": lesson}
+    return {
+        "correct": dict(references),
+        "swapped_strides": {**references, **swap},
+        "lesson_literal_random_kernel": lesson,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +220,9 @@ def test_mistakes_group_by_diagnosis_ignoring_fitted_numbers(graded, assignment)
     lesson, other = graded("lesson_literal_random_kernel"), graded("lesson_literal_random_kernel").model_copy(deep=True)
     failed = next(t for t in other.tests if t.diagnosis)
     assert "(The kernel that fits your output:" in failed.diagnosis
-    failed.diagnosis = failed.diagnosis.split(" (The kernel")[0] + " (The kernel that fits your output: [[9 9 9]], bias 9.)"
+    failed.diagnosis = (
+        failed.diagnosis.split(" (The kernel")[0] + " (The kernel that fits your output: [[9 9 9]], bias 9.)"
+    )
     plain = graded("correct").model_copy(deep=True)
     plain.tests[0].status, plain.tests[0].diagnosis = "failed", None
     mistakes = common_mistakes({"a": lesson, "b": other, "c": plain}, assignment)
@@ -219,8 +238,13 @@ def test_answer_files_are_read_without_pickle_and_with_limits(tmp_path):
     assert arrays == {} and "could not be read" in problems[0]
     (tmp_path / "text.npz").write_text("hello")
     assert "is not an .npz file" in load_answer_arrays(tmp_path / "text.npz", 1 << 20)[1][0]
-    np.savez(tmp_path / "mixed.npz", ok=np.ones((2, 2)), big=np.zeros(1 << 18), obj=np.array([{"a": 1}], dtype=object),
-             text=np.array(["a"]))
+    np.savez(
+        tmp_path / "mixed.npz",
+        ok=np.ones((2, 2)),
+        big=np.zeros(1 << 18),
+        obj=np.array([{"a": 1}], dtype=object),
+        text=np.array(["a"]),
+    )
     arrays, problems = load_answer_arrays(tmp_path / "mixed.npz", 1 << 20)
     assert list(arrays) == ["ok"]
     assert len(problems) == 3 and any("larger than" in p for p in problems) and any("dtype <U1" in p for p in problems)
@@ -233,8 +257,13 @@ def test_answer_files_are_read_without_pickle_and_with_limits(tmp_path):
 
 def test_write_submission_report_for_one_student(tmp_path, graded, references, assignment):
     answers = student_answers(references)["lesson_literal_random_kernel"]
-    out = write_submission_report(graded("lesson_literal_random_kernel"), answers, references, tmp_path / "me" / "check.html",
-                                  assignment=assignment)
+    out = write_submission_report(
+        graded("lesson_literal_random_kernel"),
+        answers,
+        references,
+        tmp_path / "me" / "check.html",
+        assignment=assignment,
+    )
     assert out == tmp_path / "me" / "check.html"
     assert len(Page(out.read_text(encoding="utf-8")).all("img")) == IMAGES["lesson_literal_random_kernel"]
     # without the assignment, a compute check's expected values are unknown: said, not guessed
@@ -246,8 +275,14 @@ def test_write_submission_report_for_one_student(tmp_path, graded, references, a
 def test_odd_arrays_are_drawn_or_explained(tmp_path, graded, references, assignment):
     img = references["img_tensor"].astype(np.float64)
     img[0, :10, :10, 0] = np.nan
-    answers = {"img_tensor": img, "random_output": np.arange(7.0), "average_output": np.ones((1, 1, 255, 510)),
-               "same_output": np.array(3.0), "random_kernel": np.zeros((0, 3)), "random_bias": np.zeros(1)}
+    answers = {
+        "img_tensor": img,
+        "random_output": np.arange(7.0),
+        "average_output": np.ones((1, 1, 255, 510)),
+        "same_output": np.array(3.0),
+        "random_kernel": np.zeros((0, 3)),
+        "random_bias": np.zeros(1),
+    }
     out = write_submission_report(graded("correct"), answers, references, tmp_path / "odd.html", assignment=assignment)
     plain = Page(out.read_text(encoding="utf-8")).plain
     assert "100 NaN/inf elements (in blue)" in plain
@@ -258,22 +293,32 @@ def test_odd_arrays_are_drawn_or_explained(tmp_path, graded, references, assignm
 
 # --- in a real browser ------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def chromium():
     binary = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
     if binary is None:
-        pytest.skip("headless Chromium is not installed (Debian: apt-get install -y chromium); "
-                    "the in-browser checks of the HTML report need it")
+        pytest.skip(
+            "headless Chromium is not installed (Debian: apt-get install -y chromium); "
+            "the in-browser checks of the HTML report need it"
+        )
     return binary
 
 
 def render(chromium: str, page: Path, profile: Path) -> tuple[str, str]:
     """The DOM after load, and the browser's console and CSP messages."""
-    run = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", page.as_uri()],
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
-    console = [line for line in run.stderr.splitlines()
-               if ":CONSOLE" in line or "Uncaught" in line or "Content Security Policy" in line]
+    console = [
+        line
+        for line in run.stderr.splitlines()
+        if ":CONSOLE" in line or "Uncaught" in line or "Content Security Policy" in line
+    ]
     return run.stdout, "\n".join(console)
 
 
@@ -283,8 +328,12 @@ def test_pages_render_in_headless_chromium_with_every_image_loaded(report, chrom
     # a test copy with a probe script (the report itself has, and allows, none)
     text = page.read_text(encoding="utf-8")
     probe = tmp_path / page.name
-    probe.write_text(text.replace("default-src 'none';", "default-src 'none'; script-src 'unsafe-inline';", 1)
-                     .replace("</body>", IMG_PROBE + "</body>", 1), encoding="utf-8")
+    probe.write_text(
+        text.replace("default-src 'none';", "default-src 'none'; script-src 'unsafe-inline';", 1).replace(
+            "</body>", IMG_PROBE + "</body>", 1
+        ),
+        encoding="utf-8",
+    )
     dom, console = render(chromium, probe, tmp_path / "profile")
     assert console == ""
     title = re.search(r"<title>(.*?)</title>", dom).group(1)

@@ -38,17 +38,41 @@ CHECKS = ["Exercise 1: shape", "Exercise 1: values", "Exercise 2: shape", "Exerc
 FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05, timeout=5)
 
 
-def make_result(file: str, passed: int = 5, status: str = "graded", error: str = "", assignment: str = "conv2d",
-                graded_at: str = "2026-11-28T19:30:00.123+00:00") -> Result:
+def make_result(
+    file: str,
+    passed: int = 5,
+    status: str = "graded",
+    error: str = "",
+    assignment: str = "conv2d",
+    graded_at: str = "2026-11-28T19:30:00.123+00:00",
+) -> Result:
     """A result with ``passed`` of the five 2-point checks passed."""
-    tests = [CheckResult(name=name, score=2.0 if i < passed else 0.0, max_score=2.0,
-                         status="passed" if i < passed else "failed", output="", answer="x", kind="shape")
-             for i, name in enumerate(CHECKS)]
-    return Result(score=2.0 * passed, max_score=10.0, output="", tests=tests, status=status,
-                  submission=SubmissionInfo(file=file), errors=[error] if error else [],
-                  assignment=AssignmentInfo(name=assignment, title="Conv2D filters", spec_version="1", spec_sha256="0"),
-                  executor="kernel", timings=Timings(total_s=1.0), versions=Versions(grader="0", python="3", numpy="1"),
-                  graded_at=graded_at)
+    tests = [
+        CheckResult(
+            name=name,
+            score=2.0 if i < passed else 0.0,
+            max_score=2.0,
+            status="passed" if i < passed else "failed",
+            output="",
+            answer="x",
+            kind="shape",
+        )
+        for i, name in enumerate(CHECKS)
+    ]
+    return Result(
+        score=2.0 * passed,
+        max_score=10.0,
+        output="",
+        tests=tests,
+        status=status,
+        submission=SubmissionInfo(file=file),
+        errors=[error] if error else [],
+        assignment=AssignmentInfo(name=assignment, title="Conv2D filters", spec_version="1", spec_sha256="0"),
+        executor="kernel",
+        timings=Timings(total_s=1.0),
+        versions=Versions(grader="0", python="3", numpy="1"),
+        graded_at=graded_at,
+    )
 
 
 def write_results(folder, results: dict) -> None:
@@ -79,14 +103,19 @@ frank,106,Frank,frank@example.org,S6,,,
 @pytest.fixture
 def klass(tmp_path):
     results = tmp_path / "results"
-    write_results(results, {
-        "alice": make_result("alice.ipynb"),
-        "bob": make_result("bob.ipynb", passed=3),
-        "carol": make_result("carol.ipynb", passed=0, status="invalid_submission", error="not a notebook: truncated JSON"),
-        "dave": make_result("dave.ipynb", passed=0, status="error", error="the grader failed: MemoryError"),
-        "erin": '{"score": 10, "max_score"',
-        "mallory": make_result("mallory.ipynb"),
-    })
+    write_results(
+        results,
+        {
+            "alice": make_result("alice.ipynb"),
+            "bob": make_result("bob.ipynb", passed=3),
+            "carol": make_result(
+                "carol.ipynb", passed=0, status="invalid_submission", error="not a notebook: truncated JSON"
+            ),
+            "dave": make_result("dave.ipynb", passed=0, status="error", error="the grader failed: MemoryError"),
+            "erin": '{"score": 10, "max_score"',
+            "mallory": make_result("mallory.ipynb"),
+        },
+    )
     (results / "summary.json").write_text("{}")
     (results / "gradebook.csv").write_text("submission\n")
     (results / ".tmp-1.part").write_text("half")
@@ -101,23 +130,31 @@ def test_roster_reads_columns_in_any_case_and_order_bom_crlf_and_blank_lines(tmp
     path.write_bytes("\ufeff User_ID ,Submission,Name\r\n101,alice.ipynb,Alice\r\n\r\n102,bob,  \r\n,,\r\n".encode())
     roster = load_roster(path)
     assert [(s.user_id, s.submission, s.key, s.name) for s in roster.students] == [
-        ("101", "alice.ipynb", "alice", "Alice"), ("102", "bob", "bob", None)]
+        ("101", "alice.ipynb", "alice", "Alice"),
+        ("102", "bob", "bob", None),
+    ]
 
 
-@pytest.mark.parametrize("text, message", [
-    ("submission,user_id,nickname\na,1,x\n", "line 1: unknown column 'nickname'"),
-    ("submission,name\na,x\n", "missing column 'user_id'"),
-    ("submission,user_id,Name,name\na,1,x,y\n", "column 'name' appears twice"),
-    ("submission,,user_id\na,,1\n", "line 1: column 2 has no name"),
-    ("submission,user_id\nalice.ipynb,1\nbob,2\nalice,3\n", "line 4: duplicate submission 'alice' (first on line 2)"),
-    ("submission,user_id\na,1\nb,2\nc,1\n", "line 4: duplicate user_id '1' (first on line 2)"),
-    ("submission,user_id\na,1\nb,  \n", "line 3: column 'user_id': must not be empty"),
-    ("submission,user_id\na\n", "line 2: column 'user_id': must not be empty"),
-    ("submission,user_id\nsubs/a.ipynb,1\n", "line 2: column 'submission': 'subs/a.ipynb' is a path"),
-    ("submission,user_id\na,1,extra\n", "line 2: 3 fields but the header names 2"),
-    ("submission,user_id\n", "no students"),
-    ("", "empty file"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("submission,user_id,nickname\na,1,x\n", "line 1: unknown column 'nickname'"),
+        ("submission,name\na,x\n", "missing column 'user_id'"),
+        ("submission,user_id,Name,name\na,1,x,y\n", "column 'name' appears twice"),
+        ("submission,,user_id\na,,1\n", "line 1: column 2 has no name"),
+        (
+            "submission,user_id\nalice.ipynb,1\nbob,2\nalice,3\n",
+            "line 4: duplicate submission 'alice' (first on line 2)",
+        ),
+        ("submission,user_id\na,1\nb,2\nc,1\n", "line 4: duplicate user_id '1' (first on line 2)"),
+        ("submission,user_id\na,1\nb,  \n", "line 3: column 'user_id': must not be empty"),
+        ("submission,user_id\na\n", "line 2: column 'user_id': must not be empty"),
+        ("submission,user_id\nsubs/a.ipynb,1\n", "line 2: column 'submission': 'subs/a.ipynb' is a path"),
+        ("submission,user_id\na,1,extra\n", "line 2: 3 fields but the header names 2"),
+        ("submission,user_id\n", "no students"),
+        ("", "empty file"),
+    ],
+)
 def test_roster_errors_name_the_line_and_column(tmp_path, text, message):
     path = write_roster(tmp_path / "roster.csv", text)
     with pytest.raises(RosterError) as info:
@@ -147,7 +184,9 @@ def test_matching_lists_missing_unreadable_and_unmatched_results(klass):
     assert [p.name for p in matching.unmatched] == ["mallory.json"]
     assert [s.user_id for s in matching.without_result] == ["106", "105"]
     notes = "\n".join(matching.notes())
-    assert "Frank (106)" in notes and "erin.json (Erin (105))" in notes and "mallory.json matches no roster line" in notes
+    assert (
+        "Frank (106)" in notes and "erin.json (Erin (105))" in notes and "mallory.json matches no roster line" in notes
+    )
 
 
 def test_invalid_result_without_roster_line_and_collision_names(tmp_path):
@@ -169,22 +208,42 @@ def test_matching_refuses_a_missing_folder_and_mixed_assignments(tmp_path):
         match_results(tmp_path / "results", roster)
 
 
-@pytest.mark.parametrize("value, text", [(10.0, "10"), (7.5, "7.5"), (0.0, "0"), (1 / 3, "0.3333"),
-                                         (1234567.0, "1234567"), (2.00004, "2"), (-0.00001, "0")])
+@pytest.mark.parametrize(
+    "value, text",
+    [
+        (10.0, "10"),
+        (7.5, "7.5"),
+        (0.0, "0"),
+        (1 / 3, "0.3333"),
+        (1234567.0, "1234567"),
+        (2.00004, "2"),
+        (-0.00001, "0"),
+    ],
+)
 def test_points_are_plain_decimals(value, text):
     assert points(value) == text
 
 
-@pytest.mark.parametrize("result, expected", [
-    (make_result("a.ipynb"), "10 / 10 points. All 5 checks passed."),
-    (make_result("a.ipynb", passed=4), "8 / 10 points. 1 of 5 checks failed: Exercise 3: values."),
-    (make_result("a.ipynb", passed=0), "0 / 10 points. 5 of 5 checks failed: Exercise 1: shape; Exercise 1: values; "
-                                       "Exercise 2: shape (and 2 more)."),
-    (make_result("a.ipynb", 0, "invalid_submission", "not a notebook"),
-     "0 / 10 points. The submission could not be graded: not a notebook"),
-    (make_result("a.ipynb", 0, "error", "MemoryError"),
-     "The grader failed on this submission, so it is not graded yet: MemoryError"),
-])
+@pytest.mark.parametrize(
+    "result, expected",
+    [
+        (make_result("a.ipynb"), "10 / 10 points. All 5 checks passed."),
+        (make_result("a.ipynb", passed=4), "8 / 10 points. 1 of 5 checks failed: Exercise 3: values."),
+        (
+            make_result("a.ipynb", passed=0),
+            "0 / 10 points. 5 of 5 checks failed: Exercise 1: shape; Exercise 1: values; "
+            "Exercise 2: shape (and 2 more).",
+        ),
+        (
+            make_result("a.ipynb", 0, "invalid_submission", "not a notebook"),
+            "0 / 10 points. The submission could not be graded: not a notebook",
+        ),
+        (
+            make_result("a.ipynb", 0, "error", "MemoryError"),
+            "The grader failed on this submission, so it is not graded yet: MemoryError",
+        ),
+    ],
+)
 def test_feedback_gives_the_score_and_the_first_failed_checks(result, expected):
     assert feedback(result) == expected
 
@@ -202,17 +261,31 @@ def test_lti_export_writes_one_score_per_student_with_a_result(klass, tmp_path):
     for score in scores:
         assert TIMESTAMP.match(score["timestamp"])
         assert Score.model_validate(score).wire() == score  # the wire format round-trips through the strict model
-    assert by_user["101"] == {"userId": "101", "scoreGiven": 10.0, "scoreMaximum": 10.0,
-                              "activityProgress": "Completed", "gradingProgress": "FullyGraded",
-                              "timestamp": "2026-11-28T19:30:00.123+00:00",
-                              "comment": "10 / 10 points. All 5 checks passed."}
+    assert by_user["101"] == {
+        "userId": "101",
+        "scoreGiven": 10.0,
+        "scoreMaximum": 10.0,
+        "activityProgress": "Completed",
+        "gradingProgress": "FullyGraded",
+        "timestamp": "2026-11-28T19:30:00.123+00:00",
+        "comment": "10 / 10 points. All 5 checks passed.",
+    }
 
 
-@pytest.mark.parametrize("user, given, activity, grading, comment", [
-    ("u-bob", 6.0, "Completed", "FullyGraded", "6 / 10 points. 2 of 5 checks failed: Exercise 2: values; Exercise 3: values."),
-    ("103", 0.0, "Submitted", "PendingManual", "could not be graded: not a notebook: truncated JSON"),
-    ("104", None, "Submitted", "Failed", "The grader failed on this submission"),
-])
+@pytest.mark.parametrize(
+    "user, given, activity, grading, comment",
+    [
+        (
+            "u-bob",
+            6.0,
+            "Completed",
+            "FullyGraded",
+            "6 / 10 points. 2 of 5 checks failed: Exercise 2: values; Exercise 3: values.",
+        ),
+        ("103", 0.0, "Submitted", "PendingManual", "could not be graded: not a notebook: truncated JSON"),
+        ("104", None, "Submitted", "Failed", "The grader failed on this submission"),
+    ],
+)
 def test_score_fields_follow_the_result_status(klass, tmp_path, user, given, activity, grading, comment):
     results, roster = klass
     score = next(s for s in export_lti(results, roster, tmp_path / "s.json").scores if s.user_id == user)
@@ -222,12 +295,15 @@ def test_score_fields_follow_the_result_status(klass, tmp_path, user, given, act
     assert comment in wire["comment"]
 
 
-@pytest.mark.parametrize("graded_at, expected", [
-    ("2026-11-28T19:30:00.123+00:00", "2026-11-28T19:30:00.123+00:00"),
-    ("2026-11-28T20:30:00.5+01:00", "2026-11-28T19:30:00.500+00:00"),
-    ("2026-11-28T19:30:00Z", "2026-11-28T19:30:00.000+00:00"),
-    ("2026-11-28T19:30:00.123456", "2026-11-28T19:30:00.123+00:00"),
-])
+@pytest.mark.parametrize(
+    "graded_at, expected",
+    [
+        ("2026-11-28T19:30:00.123+00:00", "2026-11-28T19:30:00.123+00:00"),
+        ("2026-11-28T20:30:00.5+01:00", "2026-11-28T19:30:00.500+00:00"),
+        ("2026-11-28T19:30:00Z", "2026-11-28T19:30:00.000+00:00"),
+        ("2026-11-28T19:30:00.123456", "2026-11-28T19:30:00.123+00:00"),
+    ],
+)
 def test_score_timestamp_is_utc_with_milliseconds(graded_at, expected):
     assert score_timestamp(graded_at) == expected
 
@@ -238,26 +314,37 @@ def test_unreadable_graded_at_becomes_now():
     assert abs(datetime.fromisoformat(stamp) - datetime.now(UTC)) < timedelta(seconds=5)
 
 
-@pytest.mark.parametrize("lineitem, expected", [
-    ("https://lms.example/api/lti/courses/1/line_items/7", "https://lms.example/api/lti/courses/1/line_items/7/scores"),
-    ("https://lms.example/lineitems/7/", "https://lms.example/lineitems/7/scores"),
-    ("https://lms.example/mod/lti/services.php/2/lineitems/9/lineitem?type_id=1",
-     "https://lms.example/mod/lti/services.php/2/lineitems/9/lineitem/scores?type_id=1"),
-    ("https://lms.example:8443/li/7?a=1&b=2#frag", "https://lms.example:8443/li/7/scores?a=1&b=2"),
-    ("http://127.0.0.1:8000/li/7", "http://127.0.0.1:8000/li/7/scores"),
-    ("http://localhost/li/7", "http://localhost/li/7/scores"),
-])
+@pytest.mark.parametrize(
+    "lineitem, expected",
+    [
+        (
+            "https://lms.example/api/lti/courses/1/line_items/7",
+            "https://lms.example/api/lti/courses/1/line_items/7/scores",
+        ),
+        ("https://lms.example/lineitems/7/", "https://lms.example/lineitems/7/scores"),
+        (
+            "https://lms.example/mod/lti/services.php/2/lineitems/9/lineitem?type_id=1",
+            "https://lms.example/mod/lti/services.php/2/lineitems/9/lineitem/scores?type_id=1",
+        ),
+        ("https://lms.example:8443/li/7?a=1&b=2#frag", "https://lms.example:8443/li/7/scores?a=1&b=2"),
+        ("http://127.0.0.1:8000/li/7", "http://127.0.0.1:8000/li/7/scores"),
+        ("http://localhost/li/7", "http://localhost/li/7/scores"),
+    ],
+)
 def test_scores_url_appends_to_the_path_and_keeps_the_query(lineitem, expected):
     assert scores_url(lineitem) == expected
 
 
-@pytest.mark.parametrize("lineitem, message", [
-    ("ftp://lms.example/li/7", "not an http(s) URL"),
-    ("lineitems/7", "not an http(s) URL"),
-    ("http://lms.example/li/7", "clear text"),
-    ("https://lms.example/li/7/scores", "without /scores"),
-    ("https://lms.example:port/li/7", "Port could not be cast"),
-])
+@pytest.mark.parametrize(
+    "lineitem, message",
+    [
+        ("ftp://lms.example/li/7", "not an http(s) URL"),
+        ("lineitems/7", "not an http(s) URL"),
+        ("http://lms.example/li/7", "clear text"),
+        ("https://lms.example/li/7/scores", "without /scores"),
+        ("https://lms.example:port/li/7", "Port could not be cast"),
+    ],
+)
 def test_unusable_lineitem_urls_are_refused(lineitem, message):
     with pytest.raises(LmsError, match=re.escape(message)):
         scores_url(lineitem)
@@ -277,8 +364,10 @@ def test_bad_tokens_are_refused_without_being_echoed(token):
     assert not token.strip() or token not in str(info.value)
 
 
-@pytest.mark.parametrize("value, seconds", [("3", 3.0), ("0.5", 0.5), ("0", 0.0), ("-4", 0.0), (None, None),
-                                            ("", None), ("soon", None), ("nan", None)])
+@pytest.mark.parametrize(
+    "value, seconds",
+    [("3", 3.0), ("0.5", 0.5), ("0", 0.0), ("-4", 0.0), (None, None), ("", None), ("soon", None), ("nan", None)],
+)
 def test_retry_after_seconds(value, seconds):
     assert retry_after_seconds(value) == seconds
 
@@ -289,8 +378,10 @@ def test_retry_after_as_an_http_date():
     assert retry_after_seconds(format_datetime(now - timedelta(seconds=12), usegmt=True), now) == 0.0
 
 
-@pytest.mark.parametrize("attempt, retry_after, delay", [(1, None, 0.5), (2, None, 1.0), (4, None, 4.0),
-                                                         (8, None, 30.0), (1, 7.0, 7.0), (1, 90.0, 30.0)])
+@pytest.mark.parametrize(
+    "attempt, retry_after, delay",
+    [(1, None, 0.5), (2, None, 1.0), (4, None, 4.0), (8, None, 30.0), (1, 7.0, 7.0), (1, 90.0, 30.0)],
+)
 def test_backoff_doubles_and_retry_after_is_capped(attempt, retry_after, delay):
     assert RetryPolicy().delay(attempt, retry_after) == delay
 
@@ -368,23 +459,41 @@ def platform(monkeypatch):
 
 
 def score(user: str) -> Score:
-    return Score(user_id=user, score_given=1.0, score_maximum=2.0, activity_progress="Completed",
-                 grading_progress="FullyGraded", timestamp="2026-11-28T19:30:00.123+00:00")
+    return Score(
+        user_id=user,
+        score_given=1.0,
+        score_maximum=2.0,
+        activity_progress="Completed",
+        grading_progress="FullyGraded",
+        timestamp="2026-11-28T19:30:00.123+00:00",
+    )
 
 
 def test_publish_retries_what_heals_and_reports_each_student(tmp_path, platform):
     lineitem, requests = platform
     results = tmp_path / "results"
     write_results(results, {name: make_result(f"{name}.ipynb") for name in ("a", "b", "c", "d", "e")})
-    roster = write_roster(tmp_path / "r.csv", "submission,user_id\na,alice\nb,flaky-503\nc,status-400\nd,close\n"
-                                              "e,eve\nf,frank\n")
+    roster = write_roster(
+        tmp_path / "r.csv", "submission,user_id\na,alice\nb,flaky-503\nc,status-400\nd,close\ne,eve\nf,frank\n"
+    )
     start = time.monotonic()
     report = publish_lti(results, roster, lineitem, TOKEN, retry=FAST)
     assert time.monotonic() - start < 5
     outcomes = {p.user_id: (p.outcome, p.attempts, p.status) for p in report.posted}
-    assert outcomes == {"alice": ("accepted", 1, 200), "flaky-503": ("accepted", 2, 200),
-                        "status-400": ("rejected", 1, 400), "close": ("failed", 3, None), "eve": ("accepted", 1, 200)}
-    assert {u: requests.count(u) for u in outcomes} == {"alice": 1, "flaky-503": 2, "status-400": 1, "close": 3, "eve": 1}
+    assert outcomes == {
+        "alice": ("accepted", 1, 200),
+        "flaky-503": ("accepted", 2, 200),
+        "status-400": ("rejected", 1, 400),
+        "close": ("failed", 3, None),
+        "eve": ("accepted", 1, 200),
+    }
+    assert {u: requests.count(u) for u in outcomes} == {
+        "alice": 1,
+        "flaky-503": 2,
+        "status-400": 1,
+        "close": 3,
+        "eve": 1,
+    }
     assert not report.ok
     assert [p.user_id for p in report.with_outcome("accepted")] == ["alice", "flaky-503", "eve"]
     rejected = report.with_outcome("rejected")[0]
@@ -395,13 +504,26 @@ def test_publish_retries_what_heals_and_reports_each_student(tmp_path, platform)
     assert TOKEN not in notes + repr(report)
 
 
-@pytest.mark.parametrize("user, outcome, attempts", [
-    ("ok", "accepted", 1), ("status-201", "accepted", 1), ("status-204", "accepted", 1),
-    ("status-400", "rejected", 1), ("status-401", "rejected", 1), ("status-403", "rejected", 1),
-    ("status-404", "rejected", 1), ("status-422", "rejected", 1), ("redirect", "rejected", 1),
-    ("status-429", "failed", 3), ("status-500", "failed", 3), ("status-502", "failed", 3),
-    ("status-503", "failed", 3), ("flaky-429", "accepted", 2), ("flaky-500", "accepted", 2),
-])
+@pytest.mark.parametrize(
+    "user, outcome, attempts",
+    [
+        ("ok", "accepted", 1),
+        ("status-201", "accepted", 1),
+        ("status-204", "accepted", 1),
+        ("status-400", "rejected", 1),
+        ("status-401", "rejected", 1),
+        ("status-403", "rejected", 1),
+        ("status-404", "rejected", 1),
+        ("status-422", "rejected", 1),
+        ("redirect", "rejected", 1),
+        ("status-429", "failed", 3),
+        ("status-500", "failed", 3),
+        ("status-502", "failed", 3),
+        ("status-503", "failed", 3),
+        ("flaky-429", "accepted", 2),
+        ("flaky-500", "accepted", 2),
+    ],
+)
 def test_only_429_5xx_and_network_errors_are_retried(platform, user, outcome, attempts):
     lineitem, requests = platform
     waits = []
@@ -514,8 +636,15 @@ def test_moodle_csv_has_identifier_grade_and_feedback_columns(klass, tmp_path):
     results, roster = klass
     export = export_moodle(results, roster, tmp_path / "moodle.csv")
     rows = read_csv((tmp_path / "moodle.csv").read_text())
-    assert rows[0] == ["Full name", "Email address", "Username", "ID number", "User ID",
-                       "Conv2D filters", "Conv2D filters (feedback)"]
+    assert rows[0] == [
+        "Full name",
+        "Email address",
+        "Username",
+        "ID number",
+        "User ID",
+        "Conv2D filters",
+        "Conv2D filters (feedback)",
+    ]
     assert [row[:6] for row in rows[1:]] == [
         ["Alice Liddell", "alice@example.org", "aliddell", "S1", "101", "10"],
         ["Bob", "bob@example.org", "bob", "", "u-bob", "6"],
@@ -541,6 +670,7 @@ def test_exports_refuse_to_overwrite_the_batch_files_and_report_unwritable_outpu
 
 # --- the command line ---------------------------------------------------------------------------------------------
 
+
 def test_cli_exports_warn_about_missing_and_unmatched_students(klass, tmp_path, capsys):
     from grader.cli import main
 
@@ -556,7 +686,9 @@ def test_cli_exports_warn_about_missing_and_unmatched_students(klass, tmp_path, 
     assert {s["userId"] for s in scores} >= {"101", "u-bob"}
 
 
-def test_cli_publish_takes_the_token_from_the_environment_and_exits_1_on_rejections(tmp_path, platform, monkeypatch, capsys):
+def test_cli_publish_takes_the_token_from_the_environment_and_exits_1_on_rejections(
+    tmp_path, platform, monkeypatch, capsys
+):
     from grader.cli import main
 
     lineitem, requests = platform
@@ -576,6 +708,8 @@ def test_cli_publish_without_token_is_an_operator_error(tmp_path, monkeypatch, c
     from grader.cli import main
 
     monkeypatch.delenv("GRADER_LTI_TOKEN", raising=False)
-    code = main(["publish", "lti", str(tmp_path), "--roster", str(tmp_path / "r.csv"), "--lineitem", "https://lms.example/li/1"])
+    code = main(
+        ["publish", "lti", str(tmp_path), "--roster", str(tmp_path / "r.csv"), "--lineitem", "https://lms.example/li/1"]
+    )
     assert code == 3
     assert "no token" in capsys.readouterr().err

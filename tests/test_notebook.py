@@ -36,12 +36,18 @@ def md(source, *tags):
 
 
 def valid_notebook_dict():
-    return {"nbformat": 4, "nbformat_minor": 5, "metadata": {},
-            "cells": [{"cell_type": "code", "id": "a1", "source": "x = 1", "metadata": {},
-                       "outputs": [], "execution_count": None}]}
+    return {
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "metadata": {},
+        "cells": [
+            {"cell_type": "code", "id": "a1", "source": "x = 1", "metadata": {}, "outputs": [], "execution_count": None}
+        ],
+    }
 
 
 # --- read_submission: errors ---------------------------------------------------------
+
 
 def _missing(tmp_path):
     return tmp_path / "sub.ipynb"
@@ -72,6 +78,7 @@ def _bytes(data: bytes):
         path = tmp_path / "sub.ipynb"
         path.write_bytes(data)
         return path
+
     return make
 
 
@@ -125,8 +132,11 @@ ERROR_CASES = [
     ("json_object_without_cells", _json({"a": 1}), "valid JSON but not a Jupyter notebook"),
     ("json_string", _json("cells"), "valid JSON but not a Jupyter notebook"),
     ("deeply_nested_list", _bytes(b"[" * 100000), "nested too deeply"),
-    ("deeply_nested_in_notebook", _bytes(b'{"cells": [], "metadata": ' + b"[" * 100000 + b"]" * 100000 + b"}"),
-     "nested too deeply"),
+    (
+        "deeply_nested_in_notebook",
+        _bytes(b'{"cells": [], "metadata": ' + b"[" * 100000 + b"]" * 100000 + b"}"),
+        "nested too deeply",
+    ),
     ("cell_without_cell_type", _cell_without_type(), "cell 0 has no valid cell_type"),
     ("cell_with_unknown_type", _cell_with_bad_type(), "cell 0 has no valid cell_type"),
     ("cell_not_an_object", _cell_not_an_object(), "not a readable notebook"),
@@ -159,8 +169,7 @@ def test_read_submission_rejects_file_over_max_bytes(tmp_path):
 def test_read_submission_accepts_string_path_and_records_digest(tmp_path):
     import hashlib
 
-    path = write_nb(tmp_path / "ok.ipynb", [code("x = 1", "answer:x"), md("# hi")],
-                    grader={"assignment": "conv2d"})
+    path = write_nb(tmp_path / "ok.ipynb", [code("x = 1", "answer:x"), md("# hi")], grader={"assignment": "conv2d"})
     sub = read_submission(str(path), MAX)
     raw = path.read_bytes()
     assert sub.sha256 == hashlib.sha256(raw).hexdigest()
@@ -187,19 +196,35 @@ def test_read_submission_joins_list_sources(tmp_path):
 
 def test_read_submission_converts_nbformat_v3(tmp_path):
     v3 = {
-        "nbformat": 3, "nbformat_minor": 0,
+        "nbformat": 3,
+        "nbformat_minor": 0,
         "metadata": {"name": "old"},
-        "worksheets": [{
-            "metadata": {},
-            "cells": [
-                {"cell_type": "markdown", "metadata": {}, "source": ["# Title\n", "text"]},
-                {"cell_type": "code", "language": "python", "collapsed": False, "metadata": {},
-                 "input": ["import numpy as np\n", "img_tensor = np.zeros((1, 2, 2, 1))"],
-                 "outputs": [], "prompt_number": 1},
-                {"cell_type": "code", "language": "python", "collapsed": False, "metadata": {"tags": ["answer:x"]},
-                 "input": "x = 2", "outputs": [], "prompt_number": 2},
-            ],
-        }],
+        "worksheets": [
+            {
+                "metadata": {},
+                "cells": [
+                    {"cell_type": "markdown", "metadata": {}, "source": ["# Title\n", "text"]},
+                    {
+                        "cell_type": "code",
+                        "language": "python",
+                        "collapsed": False,
+                        "metadata": {},
+                        "input": ["import numpy as np\n", "img_tensor = np.zeros((1, 2, 2, 1))"],
+                        "outputs": [],
+                        "prompt_number": 1,
+                    },
+                    {
+                        "cell_type": "code",
+                        "language": "python",
+                        "collapsed": False,
+                        "metadata": {"tags": ["answer:x"]},
+                        "input": "x = 2",
+                        "outputs": [],
+                        "prompt_number": 2,
+                    },
+                ],
+            }
+        ],
     }
     path = tmp_path / "old.ipynb"
     path.write_text(json.dumps(v3))
@@ -212,18 +237,22 @@ def test_read_submission_converts_nbformat_v3(tmp_path):
     assert cell_tags(nb.cells[2]) == ["answer:x"]
 
 
-@pytest.mark.parametrize("metadata, tags", [
-    ({}, []),
-    ({"tags": ["a", "answer:x"]}, ["a", "answer:x"]),
-    ({"tags": "answer:x"}, []),
-    ({"tags": ["answer:x", 3, None]}, ["answer:x"]),
-    ("not a dict", []),
-])
+@pytest.mark.parametrize(
+    "metadata, tags",
+    [
+        ({}, []),
+        ({"tags": ["a", "answer:x"]}, ["a", "answer:x"]),
+        ({"tags": "answer:x"}, []),
+        ({"tags": ["answer:x", 3, None]}, ["answer:x"]),
+        ("not a dict", []),
+    ],
+)
 def test_cell_tags_tolerates_malformed_metadata(metadata, tags):
     assert cell_tags({"metadata": metadata}) == tags
 
 
 # --- plan_execution -------------------------------------------------------------------
+
 
 def plan_for(tmp_path, spec, cells, **options):
     path = write_nb(tmp_path / "sub.ipynb", cells)
@@ -312,7 +341,8 @@ def test_plan_missing_tag_without_assignment(tmp_path, spec):
     cells[7] = code("print('forgot')")
     plan = plan_for(tmp_path, spec, cells)
     assert plan.notices["same_output"] == [
-        "no code cell is tagged 'answer:same_output', so its value was taken at the end of the notebook"]
+        "no code cell is tagged 'answer:same_output', so its value was taken at the end of the notebook"
+    ]
     assert "same_output" in plan.final_captures
 
 
@@ -344,20 +374,24 @@ def test_plan_deleted_tags_capture_after_last_assigning_cell(tmp_path, spec):
     assert captures[5] == {"average_output": "average_output"}
     assert captures[6] == {"same_output": "same_output"}
     assert plan.notices["img_tensor"] == [
-        "no cell is tagged 'answer:img_tensor'; its value was taken after cell 3, the last cell that assigns img_tensor"]
+        "no cell is tagged 'answer:img_tensor'; its value was taken after cell 3, the last cell that assigns img_tensor"
+    ]
     assert "taken after cell 4" in plan.notices["random_kernel"][0]
 
 
-@pytest.mark.parametrize("source", [
-    "img_tensor == 1",
-    "assert img_tensor == 1",
-    "print(img_tensor)",
-    "    img_tensor = 1",  # indented: not a top-level assignment
-    "img_tensor2 = 1",
-    "my_img_tensor = 1",
-    "# img_tensor = 1 is what you should write",
-    "img_tensor.shape = (1, 512, 512, 1)",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "img_tensor == 1",
+        "assert img_tensor == 1",
+        "print(img_tensor)",
+        "    img_tensor = 1",  # indented: not a top-level assignment
+        "img_tensor2 = 1",
+        "my_img_tensor = 1",
+        "# img_tensor = 1 is what you should write",
+        "img_tensor.shape = (1, 512, 512, 1)",
+    ],
+)
 def test_plan_only_top_level_assignments_are_inferred(tmp_path, spec, source):
     cells = [code("img_tensor = load()"), code(source)]
     plan = plan_for(tmp_path, spec, cells)
@@ -395,8 +429,10 @@ def test_plan_empty_notebook(tmp_path, spec):
 def test_plan_deleted_tags_cell_assigning_two_answers(tmp_path, spec):
     cells = [
         code("img_tensor = img.reshape((1, 512, 512, 1))"),
-        code("model = make()\nrandom_output = model.predict(img_tensor)\n"
-             "model.set_weights(ones)\naverage_output = model.predict(img_tensor)"),
+        code(
+            "model = make()\nrandom_output = model.predict(img_tensor)\n"
+            "model.set_weights(ones)\naverage_output = model.predict(img_tensor)"
+        ),
         code("same_output = make_same().predict(img_tensor)"),
     ]
     plan = plan_for(tmp_path, spec, cells)

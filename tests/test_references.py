@@ -59,7 +59,11 @@ def test_key_depends_on_the_solution_content(assignment_copy):
 
 def test_solution_that_raises_is_refused(assignment_copy):
     a = load_assignment(assignment_copy / "assignments/conv2d")
-    a.solution_path.write_text(a.solution_path.read_text().replace("average_output = model.predict(img_tensor", "average_output = model.predict(img_tensr"))
+    a.solution_path.write_text(
+        a.solution_path.read_text().replace(
+            "average_output = model.predict(img_tensor", "average_output = model.predict(img_tensr"
+        )
+    )
     with pytest.raises(SolutionError, match="did not run cleanly"):
         load_references(a)
 

@@ -15,7 +15,8 @@ COMMITTED = ROOT / "schema" / "result.schema.json"
 
 def test_committed_schema_is_the_generated_one():
     assert json.loads(COMMITTED.read_text()) == Result.model_json_schema(), (
-        "regenerate it: grader schema > schema/result.schema.json")
+        "regenerate it: grader schema > schema/result.schema.json"
+    )
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in FIXTURES.glob("*.ipynb")))

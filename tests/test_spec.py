@@ -11,14 +11,16 @@ from grader.model.spec import Conv2D, Reshape, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
-HEADER = '''
+HEADER = """
 title = "Tiny"
 version = "1"
 template = "tiny.ipynb"
 solution = "tiny.ipynb"
-'''
+"""
 
-MINIMAL = HEADER + '''
+MINIMAL = (
+    HEADER
+    + """
 [answers.x]
 description = "the x"
 
@@ -27,7 +29,8 @@ name = "x is finite"
 answer = "x"
 points = 2
 kind = "finite"
-'''
+"""
+)
 
 
 def write_spec(folder: Path, text: str) -> Path:
@@ -57,18 +60,23 @@ def test_minimal_spec_loads_with_defaults(tmp_path):
 
 
 def test_answer_cell_and_expression(tmp_path):
-    text = MINIMAL + '''
+    text = (
+        MINIMAL
+        + """
 [answers.k]
 cell = "x"
 expression = "model.get_weights()[0]"
-'''
+"""
+    )
     spec = load_spec(write_spec(tmp_path, text))
     assert spec.capture_cell("k") == "x"
     assert spec.expression("k") == "model.get_weights()[0]"
 
 
 def test_compute_table_is_parsed_by_op(tmp_path):
-    text = MINIMAL + '''
+    text = (
+        MINIMAL
+        + """
 [[checks]]
 name = "x conv"
 answer = "x"
@@ -82,7 +90,8 @@ answer = "x"
 points = 1
 kind = "reference"
 compute = { op = "reshape", input = "file:data/a.npy", shape = [1, 2] }
-'''
+"""
+    )
     spec = load_spec(write_spec(tmp_path, text))
     conv, reshape = spec.checks[1].compute, spec.checks[2].compute
     assert isinstance(conv, Conv2D) and conv.strides == (2, 1) and conv.kernel == 1.0 and conv.padding == "same"
@@ -90,44 +99,56 @@ compute = { op = "reshape", input = "file:data/a.npy", shape = [1, 2] }
     assert spec.max_score == 4.0
 
 
-@pytest.mark.parametrize("extra, key", [
-    ('rtoll = 1e-5', "checks.0.rtoll"),
-    ('hints = "typo"', "checks.0.hints"),
-])
+@pytest.mark.parametrize(
+    "extra, key",
+    [
+        ("rtoll = 1e-5", "checks.0.rtoll"),
+        ('hints = "typo"', "checks.0.hints"),
+    ],
+)
 def test_unknown_key_in_check_names_file_and_key(tmp_path, extra, key):
     message = spec_error(tmp_path, MINIMAL + extra + "\n")
     assert f"{key}: unknown key" in message
 
 
-@pytest.mark.parametrize("text, key", [
-    (MINIMAL.replace('version = "1"', 'version = "1"\nauthor = "me"'), "author"),
-    (MINIMAL + '\n[tolerance]\nrtol = 1e-5\natoll = 1\n', "tolerance.atoll"),
-    (MINIMAL + '\n[limits]\ncell_timout = 5\n', "limits.cell_timout"),
-    (MINIMAL.replace('description = "the x"', 'descripton = "the x"'), "answers.x.descripton"),
-])
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        (MINIMAL.replace('version = "1"', 'version = "1"\nauthor = "me"'), "author"),
+        (MINIMAL + "\n[tolerance]\nrtol = 1e-5\natoll = 1\n", "tolerance.atoll"),
+        (MINIMAL + "\n[limits]\ncell_timout = 5\n", "limits.cell_timout"),
+        (MINIMAL.replace('description = "the x"', 'descripton = "the x"'), "answers.x.descripton"),
+    ],
+)
 def test_unknown_key_elsewhere_names_the_key(tmp_path, text, key):
     message = spec_error(tmp_path, text)
     assert f"{key}: unknown key" in message
 
 
 def test_unknown_key_in_compute_table(tmp_path):
-    text = MINIMAL + '''
+    text = (
+        MINIMAL
+        + """
 [[checks]]
 name = "c"
 answer = "x"
 points = 1
 kind = "compute"
 compute = { op = "conv2d", input = "x", kernel = "x", stride = [2, 1] }
-'''
+"""
+    )
     message = spec_error(tmp_path, text)
     assert "checks.1.compute" in message and "stride: unknown key" in message
 
 
-@pytest.mark.parametrize("text", [
-    MINIMAL + "\n[[checks]\n",
-    MINIMAL + '\nname = "duplicate top-level key"\ntitle = "again"\n',
-    'title = "unterminated\n',
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        MINIMAL + "\n[[checks]\n",
+        MINIMAL + '\nname = "duplicate top-level key"\ntitle = "again"\n',
+        'title = "unterminated\n',
+    ],
+)
 def test_invalid_toml_names_the_file(tmp_path, text):
     message = spec_error(tmp_path, text)
     assert "not valid TOML" in message
@@ -135,7 +156,7 @@ def test_invalid_toml_names_the_file(tmp_path, text):
 
 def test_non_utf8_spec_is_spec_error(tmp_path):
     path = tmp_path / "assignment.toml"
-    path.write_bytes(MINIMAL.encode() + b'\n# \xff\xfe\n')
+    path.write_bytes(MINIMAL.encode() + b"\n# \xff\xfe\n")
     with pytest.raises(SpecError, match="not valid TOML"):
         load_spec(path)
 
@@ -162,65 +183,80 @@ def test_check_referencing_unknown_answer(tmp_path):
     assert "unknown answer 'y'" in message and "['x']" in message and "'x is finite'" in message
 
 
-@pytest.mark.parametrize("compute, unknown", [
-    ('{ op = "conv2d", input = "img", kernel = 1.0 }', "img"),
-    ('{ op = "conv2d", input = "x", kernel = "kern" }', "kern"),
-    ('{ op = "conv2d", input = "x", kernel = 1.0, bias = "b" }', "b"),
-    ('{ op = "maxpool2d", input = "pooled" }', "pooled"),
-    ('{ op = "reshape", input = "raw", shape = [1] }', "raw"),
-])
+@pytest.mark.parametrize(
+    "compute, unknown",
+    [
+        ('{ op = "conv2d", input = "img", kernel = 1.0 }', "img"),
+        ('{ op = "conv2d", input = "x", kernel = "kern" }', "kern"),
+        ('{ op = "conv2d", input = "x", kernel = 1.0, bias = "b" }', "b"),
+        ('{ op = "maxpool2d", input = "pooled" }', "pooled"),
+        ('{ op = "reshape", input = "raw", shape = [1] }', "raw"),
+    ],
+)
 def test_compute_table_referencing_unknown_answer(tmp_path, compute, unknown):
-    text = MINIMAL + f'''
+    text = (
+        MINIMAL
+        + f"""
 [[checks]]
 name = "c"
 answer = "x"
 points = 1
 kind = "compute"
 compute = {compute}
-'''
+"""
+    )
     message = spec_error(tmp_path, text)
     assert f"compute refers to unknown answer {unknown!r}" in message
     assert "checks[1] ('c')" in message
 
 
 def test_compute_file_sources_are_not_answers(tmp_path):
-    text = MINIMAL + '''
+    text = (
+        MINIMAL
+        + """
 [[checks]]
 name = "c"
 answer = "x"
 points = 1
 kind = "compute"
 compute = { op = "conv2d", input = "file:data/img.npy", kernel = "x", bias = 0.5 }
-'''
+"""
+    )
     assert load_spec(write_spec(tmp_path, text)).checks[1].compute.input == "file:data/img.npy"
 
 
 def test_duplicate_check_names(tmp_path):
-    text = MINIMAL + '''
+    text = (
+        MINIMAL
+        + """
 [[checks]]
 name = "x is finite"
 answer = "x"
 points = 1
 kind = "finite"
-'''
+"""
+    )
     message = spec_error(tmp_path, text)
     assert "check names must be unique" in message and "'x is finite'" in message
 
 
 @pytest.mark.parametrize("name", ['"my-answer"', '"2x"', '"has space"'])
 def test_answer_name_must_be_identifier(tmp_path, name):
-    text = MINIMAL + f'\n[answers.{name}]\n'
+    text = MINIMAL + f"\n[answers.{name}]\n"
     message = spec_error(tmp_path, text)
     assert "answer names must be Python identifiers" in message
     assert name.strip('"') in message
 
 
-@pytest.mark.parametrize("old, new, fragment", [
-    ("points = 2", "points = -1", "checks.0.points"),
-    ('kind = "finite"', 'kind = "exact"', "checks.0.kind"),
-    ('kind = "finite"', 'kind = "finite"\ndtype = "complex"', "checks.0.dtype"),
-    ('title = "Tiny"', '', "title"),
-])
+@pytest.mark.parametrize(
+    "old, new, fragment",
+    [
+        ("points = 2", "points = -1", "checks.0.points"),
+        ('kind = "finite"', 'kind = "exact"', "checks.0.kind"),
+        ('kind = "finite"', 'kind = "finite"\ndtype = "complex"', "checks.0.dtype"),
+        ('title = "Tiny"', "", "title"),
+    ],
+)
 def test_invalid_values_name_the_key(tmp_path, old, new, fragment):
     message = spec_error(tmp_path, MINIMAL.replace(old, new))
     assert f"  {fragment}:" in message
@@ -233,11 +269,14 @@ def test_no_checks_is_an_error(tmp_path):
 
 
 def test_diagnosis_condition_must_be_complete(tmp_path):
-    text = MINIMAL + '''
+    text = (
+        MINIMAL
+        + """
 [[checks.diagnoses]]
 when = "scaled"
 message = "scaled"
-'''
+"""
+    )
     message = spec_error(tmp_path, text)
     assert "checks.0.diagnoses.0" in message and "when='scaled' needs 'factor'" in message
 
@@ -248,6 +287,7 @@ def test_spec_error_is_a_grader_error():
 
 
 # --- assignment.load_assignment ---------------------------------------------------
+
 
 def make_assignment(root: Path, name: str, spec_text: str = MINIMAL, template: bool = True) -> Path:
     folder = root / "assignments" / name
@@ -331,8 +371,14 @@ def test_real_conv2d_spec_loads_and_totals_ten_points():
     spec = assignment.spec
     assert spec.max_score == 10
     assert sum(c.points for c in spec.checks) == 10
-    assert set(spec.answers) == {"img_tensor", "random_output", "random_kernel", "random_bias",
-                                 "average_output", "same_output"}
+    assert set(spec.answers) == {
+        "img_tensor",
+        "random_output",
+        "random_kernel",
+        "random_bias",
+        "average_output",
+        "same_output",
+    }
     assert spec.capture_cell("random_kernel") == "random_output"
     assert spec.expression("random_kernel") == "model.get_weights()[0]"
     assert [d.name for d in assignment.data_files] == ["ascent.npy"]

@@ -98,6 +98,7 @@ def test_chown_tree_never_follows_links(tmp_path):
 
 # --- the warm child's channel: a cap and a deadline ---------------------------------
 
+
 def test_a_flood_without_newline_ends_the_channel_quickly():
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     stop = threading.Event()
@@ -138,7 +139,7 @@ def test_the_deadline_holds_while_data_keeps_coming():
     thread.join()
 
 
-@pytest.mark.parametrize("line", [b"[1, 2]\n", b"\"ok\"\n", b"[" * 100_000 + b"\n", b"{bad\n"])
+@pytest.mark.parametrize("line", [b"[1, 2]\n", b'"ok"\n', b"[" * 100_000 + b"\n", b"{bad\n"])
 def test_anything_but_a_json_object_ends_the_channel(line):
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     theirs.sendall(line)
@@ -151,11 +152,12 @@ def test_messages_are_split_on_newlines_across_reads():
     theirs.sendall(b'{"a": 1}\n{"b"')
     channel = _Channel(ours)
     assert channel.receive(timeout=1) == {"a": 1}
-    theirs.sendall(b': 2}\n')
+    theirs.sendall(b": 2}\n")
     assert channel.receive(timeout=1) == {"b": 2}
 
 
 # --- the student's environment: exact names only -------------------------------------
+
 
 def test_the_environment_allow_list_names_exact_variables(monkeypatch, tmp_path):
     for key in ("TF_TOKEN_app_terraform_io", "TF_VAR_password", "GRADER_LTI_TOKEN", "LC_SECRET", "OMP_SECRET"):
@@ -169,16 +171,28 @@ def test_the_environment_allow_list_names_exact_variables(monkeypatch, tmp_path)
 
 # --- result names: never two submissions to one file ---------------------------------
 
-@pytest.mark.parametrize("submissions, expected", [
-    (["a.ipynb", "b.ipynb"], {"a.ipynb": "a.json", "b.ipynb": "b.json"}),
-    (["summary.ipynb"], {"summary.ipynb": "summary.ipynb.json"}),
-    (["summary.ipynb", "summary.ipynb.ipynb"], {"summary.ipynb.ipynb": "summary.ipynb.json",
-                                                "summary.ipynb": "summary.ipynb~2.json"}),
-    (["summary.ipynb", "summary.ipynb.ipynb", "summary.ipynb~2.ipynb"],
-     {"summary.ipynb.ipynb": "summary.ipynb.json", "summary.ipynb~2.ipynb": "summary.ipynb~2.json",
-      "summary.ipynb": "summary.ipynb~3.json"}),
-    ([".ipynb", ".ipynb.ipynb"], {".ipynb.ipynb": ".ipynb.json", ".ipynb": ".ipynb~2.json"}),
-], ids=["plain", "reserved", "reserved_and_its_way_out", "chain", "empty_stem"])
+
+@pytest.mark.parametrize(
+    "submissions, expected",
+    [
+        (["a.ipynb", "b.ipynb"], {"a.ipynb": "a.json", "b.ipynb": "b.json"}),
+        (["summary.ipynb"], {"summary.ipynb": "summary.ipynb.json"}),
+        (
+            ["summary.ipynb", "summary.ipynb.ipynb"],
+            {"summary.ipynb.ipynb": "summary.ipynb.json", "summary.ipynb": "summary.ipynb~2.json"},
+        ),
+        (
+            ["summary.ipynb", "summary.ipynb.ipynb", "summary.ipynb~2.ipynb"],
+            {
+                "summary.ipynb.ipynb": "summary.ipynb.json",
+                "summary.ipynb~2.ipynb": "summary.ipynb~2.json",
+                "summary.ipynb": "summary.ipynb~3.json",
+            },
+        ),
+        ([".ipynb", ".ipynb.ipynb"], {".ipynb.ipynb": ".ipynb.json", ".ipynb": ".ipynb~2.json"}),
+    ],
+    ids=["plain", "reserved", "reserved_and_its_way_out", "chain", "empty_stem"],
+)
 def test_result_names_never_collide(submissions, expected):
     assert result_names(submissions) == expected
     assert len(set(result_names(submissions).values())) == len(submissions)

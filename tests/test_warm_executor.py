@@ -187,8 +187,14 @@ def test_zygote_preloads_without_running_a_tensorflow_op():
         "assert {'tensorflow', 'keras', 'IPython', 'matplotlib_inline'} <= set(sys.modules)\n"
         "print(context.context()._context_handle is None)\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "True"
 
@@ -217,8 +223,14 @@ def test_grader_never_imports_tensorflow_and_its_death_ends_the_zygote(reference
 
 
 def test_submissions_graded_side_by_side_do_not_disturb_each_other(grade_warm):
-    expected = {"infinite_loop_in_extra_cell": 10, "correct": 10, "kernel_dies_midway": 4,
-                "error_in_unrelated_cell": 10, "magics_and_plots": 10, "swapped_strides": 5}
+    expected = {
+        "infinite_loop_in_extra_cell": 10,
+        "correct": 10,
+        "kernel_dies_midway": 4,
+        "error_in_unrelated_cell": 10,
+        "magics_and_plots": 10,
+        "swapped_strides": 5,
+    }
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = dict(zip(expected, pool.map(lambda n: grade_warm(FIXTURES / f"{n}.ipynb", cell_timeout=3), expected)))
     assert {name: r.score for name, r in results.items()} == expected
@@ -252,10 +264,13 @@ def test_each_child_adopts_the_shell_for_its_own_notebook(request, executor_fixt
     assert result.score == 10 and result.cells == [], [(c.ename, c.evalue) for c in result.cells]
 
 
-@pytest.mark.parametrize("name, options, score, cells", [
-    ("kernel_dies_midway", {}, 4, [(7, "died"), (9, "not_run"), (11, "not_run")]),
-    ("infinite_loop_in_extra_cell", {"cell_timeout": 3}, 10, [(7, "timeout")]),
-])
+@pytest.mark.parametrize(
+    "name, options, score, cells",
+    [
+        ("kernel_dies_midway", {}, 4, [(7, "died"), (9, "not_run"), (11, "not_run")]),
+        ("infinite_loop_in_extra_cell", {"cell_timeout": 3}, 10, [(7, "timeout")]),
+    ],
+)
 def test_sandboxed_child_dies_and_times_out_like_any(isolated, assignment, references, name, options, score, cells):
     result = grade(FIXTURES / f"{name}.ipynb", assignment, executor=isolated, references=references, **options)
     assert result.score == score and cell_statuses(result) == cells
@@ -270,4 +285,3 @@ def test_same_grades_as_the_kernel_executor(graded, grade_warm, name):
     assert (warm.status, warm.score) == (kernel.status, kernel.score), (warm.output, kernel.output)
     assert [(t.name, t.status) for t in warm.tests] == [(t.name, t.status) for t in kernel.tests]
     assert [(c.cell, c.status, c.ename) for c in warm.cells] == [(c.cell, c.status, c.ename) for c in kernel.cells]
-

@@ -120,15 +120,18 @@ def _answer_at(answers_fd: int, point: str, name: str, where: str, max_bytes: in
         return CapturedAnswer(name, "invalid", detail="missing from the capture manifest", where=where)
     candidates = _candidates(answers_fd, point, name, entry, max_bytes)
     if entry.status != "ok":
-        return CapturedAnswer(name, entry.status, detail=entry.detail, where=where, type_name=entry.type,
-                              candidates=candidates)
+        return CapturedAnswer(
+            name, entry.status, detail=entry.detail, where=where, type_name=entry.type, candidates=candidates
+        )
     expected_file = f"{point}--{name}.npy"
     if entry.file != expected_file:
         return CapturedAnswer(name, "invalid", detail="unexpected file name in the capture manifest", where=where)
     try:
         value = load_npy(expected_file, max_bytes, answers_fd)
     except (OSError, BadAnswerFile) as exc:
-        return CapturedAnswer(name, "invalid", detail=str(exc), where=where, type_name=entry.type, candidates=candidates)
+        return CapturedAnswer(
+            name, "invalid", detail=str(exc), where=where, type_name=entry.type, candidates=candidates
+        )
     return CapturedAnswer(name, "ok", value=value, where=where, type_name=entry.type, candidates=candidates)
 
 
@@ -179,9 +182,18 @@ def _load_answers(plan: ExecutionPlan, record: ExecutionRecord, answers_dir: int
                 where = f"after cell {step.cell_index + 1}"
                 run = cell_status.get(step.cell_index)
                 if run is not None and run.status == "not_run":
-                    tagged.append(CapturedAnswer(name, "not_run", detail=f"cell {step.cell_index + 1} never ran ({record.stopped or 'execution stopped'})", where=where))
+                    tagged.append(
+                        CapturedAnswer(
+                            name,
+                            "not_run",
+                            detail=f"cell {step.cell_index + 1} never ran ({record.stopped or 'execution stopped'})",
+                            where=where,
+                        )
+                    )
                     continue
-                tagged.append(_answer_at(answers_dir, point_name(step.cell_index), name, where, plan.max_answer_bytes, manifests))
+                tagged.append(
+                    _answer_at(answers_dir, point_name(step.cell_index), name, where, plan.max_answer_bytes, manifests)
+                )
         good = [a for a in tagged if a.ok]
         if good:
             result[name] = good[-1]
@@ -189,7 +201,9 @@ def _load_answers(plan: ExecutionPlan, record: ExecutionRecord, answers_dir: int
         if name not in plan.final_captures and name not in plan.final_weights:
             result[name] = tagged[-1] if tagged else CapturedAnswer(name, "missing", detail="its cell was not found")
             continue
-        final = _answer_at(answers_dir, FINAL_POINT, name, "at the end of the notebook", plan.max_answer_bytes, manifests)
+        final = _answer_at(
+            answers_dir, FINAL_POINT, name, "at the end of the notebook", plan.max_answer_bytes, manifests
+        )
         if name not in plan.final_captures and tagged:  # the models left at the end are for untagged notebooks only
             result[name] = tagged[-1]
         elif final.ok or not tagged:
@@ -197,5 +211,3 @@ def _load_answers(plan: ExecutionPlan, record: ExecutionRecord, answers_dir: int
         else:
             result[name] = tagged[-1]
     return result
-
-

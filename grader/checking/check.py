@@ -29,8 +29,10 @@ VALUES_DIFFER = "{fraction} of the values differ from the expected ones (largest
 SCALED = "Your values are {factor:.6g} times the expected ones."
 DTYPE_WRONG = "expected a {expected} array, found dtype {found}."
 UNVERIFIABLE = "{answer}'s values cannot be verified: {reason}."
-UNVERIFIABLE_CAUSE = ("The grader recomputes this output from your own model's weights; keep the model that produced it "
-                      "(and its weights unchanged) until the answer cell has run.")
+UNVERIFIABLE_CAUSE = (
+    "The grader recomputes this output from your own model's weights; keep the model that produced it "
+    "(and its weights unchanged) until the answer cell has run."
+)
 DTYPE_KINDS = {"float": "f", "integer": "iu", "bool": "b"}
 
 
@@ -78,7 +80,9 @@ def run_checks(
     for check in spec.checks:
         outcome = checker.run(check)
         answer = answers[check.answer]
-        shown_notes = [] if outcome.passed else [n for n in notes.get(check.answer, []) if n not in (outcome.diagnosis or "")]
+        shown_notes = (
+            [] if outcome.passed else [n for n in notes.get(check.answer, []) if n not in (outcome.diagnosis or "")]
+        )
         hint = None if outcome.passed or not check.hint else check.hint
         parts = feedback.compose(outcome.passed, outcome.message, outcome.diagnosis, shown_notes, hint)
         tests.append(
@@ -121,7 +125,9 @@ class _Checker:
         if check.kind == "shape":
             return self._shape(check, value)
         if not is_real_numeric(value):
-            return Outcome(False, NOT_NUMERIC.format(answer=check.answer, dtype=value.dtype), found=f"dtype {value.dtype}")
+            return Outcome(
+                False, NOT_NUMERIC.format(answer=check.answer, dtype=value.dtype), found=f"dtype {value.dtype}"
+            )
         if check.kind == "finite":
             return self._finite(check, value, note="")
         if check.kind == "reference":
@@ -137,19 +143,31 @@ class _Checker:
             diagnosis = "; ".join(self.notes[check.answer])  # its cell raised, timed out, never ran...
         if diagnosis is None and answer.status == "missing" and "is not defined" in answer.detail:
             diagnosis = NEVER_ASSIGNED.format(answer=check.answer)
-        return Outcome(False, NOT_CAPTURED.format(answer=check.answer, where=answer.where or "never captured", detail=detail),
-                       expected="an array", found="nothing (" + answer.status + ")", diagnosis=diagnosis)
+        return Outcome(
+            False,
+            NOT_CAPTURED.format(answer=check.answer, where=answer.where or "never captured", detail=detail),
+            expected="an array",
+            found="nothing (" + answer.status + ")",
+            diagnosis=diagnosis,
+        )
 
     def _shape(self, check: Check, value: np.ndarray) -> Outcome:
         expected, found = describe_shape(check.shape), describe_shape(value.shape)
         if list(value.shape) == list(check.shape):
             return Outcome(True, f"{check.answer} has shape {found}.", expected, found)
-        return Outcome(False, SHAPE_WRONG.format(expected=expected, found=found), expected, found,
-                       _shape_diagnosis(check, value.shape))
+        return Outcome(
+            False,
+            SHAPE_WRONG.format(expected=expected, found=found),
+            expected,
+            found,
+            _shape_diagnosis(check, value.shape),
+        )
 
     def _finite(self, check: Check, value: np.ndarray, note: str) -> Outcome:
         if check.dtype and value.dtype.kind not in DTYPE_KINDS[check.dtype]:
-            return Outcome(False, DTYPE_WRONG.format(expected=check.dtype, found=value.dtype), check.dtype, str(value.dtype))
+            return Outcome(
+                False, DTYPE_WRONG.format(expected=check.dtype, found=value.dtype), check.dtype, str(value.dtype)
+            )
         bad = int(value.size - np.count_nonzero(np.isfinite(value)))
         if bad:
             return Outcome(False, NONFINITE.format(answer=check.answer, count=bad), "finite values", f"{bad} NaN/inf")
@@ -174,9 +192,16 @@ class _Checker:
             first = first or outcome
         if first is not None:
             return first
-        message = UNVERIFIABLE.format(answer=check.answer, reason=(reason or "its inputs were not captured").rstrip("."))
-        return Outcome(False, message, what, "nothing to verify against",
-                       UNVERIFIABLE_CAUSE if missing and not self.strict else None)
+        message = UNVERIFIABLE.format(
+            answer=check.answer, reason=(reason or "its inputs were not captured").rstrip(".")
+        )
+        return Outcome(
+            False,
+            message,
+            what,
+            "nothing to verify against",
+            UNVERIFIABLE_CAUSE if missing and not self.strict else None,
+        )
 
     def _bindings(self, computation):
         """Ways to resolve a computation's sources: the captured answers
@@ -189,31 +214,54 @@ class _Checker:
             return
         common = set.intersection(*(set(self.answers[s].candidates) for s in with_candidates))
         for variable in sorted(common):
+
             def resolve(source: str, variable: str = variable) -> np.ndarray:
                 if source in with_candidates:
                     return self.answers[source].candidates[variable]
                 return self._student_source(source)
+
             yield resolve
 
     def _against(self, check: Check, value: np.ndarray, expected: np.ndarray, what: str) -> Outcome:
         exp_shape, found_shape = describe_shape(expected.shape), describe_shape(value.shape)
         if value.shape != expected.shape:
-            return Outcome(False, CANNOT_COMPARE.format(answer=check.answer, found=found_shape, expected=exp_shape),
-                           f"shape {exp_shape}", f"shape {found_shape}", _shape_diagnosis(check, value.shape))
+            return Outcome(
+                False,
+                CANNOT_COMPARE.format(answer=check.answer, found=found_shape, expected=exp_shape),
+                f"shape {exp_shape}",
+                f"shape {found_shape}",
+                _shape_diagnosis(check, value.shape),
+            )
         rtol = self.spec.tolerance.rtol if check.rtol is None else check.rtol
         atol = self.spec.tolerance.atol if check.atol is None else check.atol
         cmp = compare_values(value, expected, rtol, atol)
         metrics = dict(max_abs_error=cmp.max_abs_error, mismatch_fraction=cmp.mismatch_fraction)
         if cmp.matches:
-            return Outcome(True, f"{check.answer} matches {what} (largest difference {cmp.max_abs_error:.3g}).",
-                           what, "matching values", **metrics)
+            return Outcome(
+                True,
+                f"{check.answer} matches {what} (largest difference {cmp.max_abs_error:.3g}).",
+                what,
+                "matching values",
+                **metrics,
+            )
         if cmp.nonfinite:
-            return Outcome(False, NONFINITE.format(answer=check.answer, count=cmp.nonfinite), what,
-                           f"{cmp.nonfinite} NaN/inf values", **metrics)
+            return Outcome(
+                False,
+                NONFINITE.format(answer=check.answer, count=cmp.nonfinite),
+                what,
+                f"{cmp.nonfinite} NaN/inf values",
+                **metrics,
+            )
         error = "n/a" if cmp.max_abs_error is None else f"{cmp.max_abs_error:.4g}"
         message = VALUES_DIFFER.format(fraction=f"{cmp.mismatch_fraction:.1%}", error=error)
-        return Outcome(False, message, what, f"{cmp.mismatch_fraction:.1%} of values differ",
-                       self._diagnose_values(check, value, expected), **metrics)
+        return Outcome(
+            False,
+            message,
+            what,
+            f"{cmp.mismatch_fraction:.1%} of values differ",
+            self._diagnose_values(check, value, expected),
+            **metrics,
+        )
 
     def _diagnose_values(self, check: Check, value: np.ndarray, expected: np.ndarray) -> str | None:
         factor = scale_factor(value, expected)
@@ -247,7 +295,7 @@ class _Checker:
 
     def _student_source(self, source: str) -> np.ndarray:
         if source.startswith(FILE_PREFIX):
-            return np.load(self.folder / source[len(FILE_PREFIX):], allow_pickle=False)
+            return np.load(self.folder / source[len(FILE_PREFIX) :], allow_pickle=False)
         answer = self.answers.get(source)
         if answer is None or not answer.ok:
             reason = answer.detail if answer is not None else "not captured"

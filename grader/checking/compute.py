@@ -30,8 +30,10 @@ def _within_budget(what: str, *shapes: tuple[int, ...]) -> None:
     the inputs come from the student's process, which chooses their shapes."""
     needed = 8 * sum(int(np.prod(shape, dtype=object)) for shape in shapes)
     if needed > MEMORY_BUDGET:
-        raise ComputeError(f"{what} would need {needed / 2**20:,.0f} MB, more than the "
-                           f"{MEMORY_BUDGET // 2**20} MB the grader allows for one check")
+        raise ComputeError(
+            f"{what} would need {needed / 2**20:,.0f} MB, more than the "
+            f"{MEMORY_BUDGET // 2**20} MB the grader allows for one check"
+        )
 
 
 def evaluate(computation: Computation, resolve: Resolve) -> np.ndarray:

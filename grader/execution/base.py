@@ -108,13 +108,34 @@ class Executor(Protocol):
 # and the Python package, locale, and numeric-library tuning.  Nothing else:
 # the grader's environment may hold tokens (GRADER_LTI_TOKEN, Terraform's
 # TF_TOKEN_*) and paths students must not see.
-INHERITED = frozenset({
-    "PATH", "PYTHONPATH", "LANG", "LANGUAGE", "TZ",
-    "LC_ALL", "LC_CTYPE", "LC_NUMERIC", "LC_TIME", "LC_COLLATE", "LC_MONETARY", "LC_MESSAGES",
-    "LC_PAPER", "LC_NAME", "LC_ADDRESS", "LC_TELEPHONE", "LC_MEASUREMENT", "LC_IDENTIFICATION",
-    "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-    "TF_NUM_INTEROP_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_ENABLE_ONEDNN_OPTS",
-})
+INHERITED = frozenset(
+    {
+        "PATH",
+        "PYTHONPATH",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "LC_ALL",
+        "LC_CTYPE",
+        "LC_NUMERIC",
+        "LC_TIME",
+        "LC_COLLATE",
+        "LC_MONETARY",
+        "LC_MESSAGES",
+        "LC_PAPER",
+        "LC_NAME",
+        "LC_ADDRESS",
+        "LC_TELEPHONE",
+        "LC_MEASUREMENT",
+        "LC_IDENTIFICATION",
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "TF_NUM_INTEROP_THREADS",
+        "TF_NUM_INTRAOP_THREADS",
+        "TF_ENABLE_ONEDNN_OPTS",
+    }
+)
 
 
 def student_environment(workdir: Workdir) -> dict[str, str]:
@@ -182,8 +203,9 @@ def finish_record(record: ExecutionRecord, plan: ExecutionPlan, workdir: Workdir
         sandbox.release(workdir.root)  # where nothing did (a kernel's supervisor killed with its kernel)
     report = sandbox.read_record(workdir.root)
     if report.get("oom_kills") and policy is not None:
-        record.stopped = (f"the notebook used more than its {policy.limits.memory_mb} MB of memory "
-                          "and was stopped" + (f" ({record.stopped})" if record.stopped else ""))
+        record.stopped = f"the notebook used more than its {policy.limits.memory_mb} MB of memory and was stopped" + (
+            f" ({record.stopped})" if record.stopped else ""
+        )
 
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -198,5 +220,3 @@ def clean_text(text, limit: int = 400) -> str:
 
 def whole_seconds(seconds: float) -> int:
     return max(1, math.ceil(seconds))
-
-

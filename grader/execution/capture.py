@@ -64,11 +64,19 @@ def _capture_one(namespace, name, expression, folder, point, max_bytes):
     try:
         array = np.asarray(value)
     except BaseException as exc:
-        return {"status": "unsupported", "type": type_name, "detail": _short(f"cannot be converted to an array ({type(exc).__name__}: {exc})")}
+        return {
+            "status": "unsupported",
+            "type": type_name,
+            "detail": _short(f"cannot be converted to an array ({type(exc).__name__}: {exc})"),
+        }
     if array.dtype.hasobject or array.dtype.kind not in NUMERIC_KINDS:
         return {"status": "unsupported", "type": type_name, "detail": f"is not a numeric array (dtype {array.dtype})"}
     if array.nbytes > max_bytes:
-        return {"status": "too_large", "type": type_name, "detail": f"is {array.nbytes} bytes, more than the {max_bytes} allowed"}
+        return {
+            "status": "too_large",
+            "type": type_name,
+            "detail": f"is {array.nbytes} bytes, more than the {max_bytes} allowed",
+        }
     filename = f"{point}--{name}.npy"
     np.save(os.path.join(folder, filename), array, allow_pickle=False)  # keeps 0-d scalars 0-d
     return {"status": "ok", "type": type_name, "file": filename}
@@ -122,5 +130,7 @@ def loader_source():
 
 def call_source(answers, folder, point, max_bytes, weights=None):
     """Code run in a kernel after an answer cell: one call, no logic."""
-    return (f"{MODULE_NAME}.capture(globals(), {dict(answers)!r}, {str(folder)!r}, {point!r}, {int(max_bytes)!r}, "
-            f"{dict(weights or {})!r})\n")
+    return (
+        f"{MODULE_NAME}.capture(globals(), {dict(answers)!r}, {str(folder)!r}, {point!r}, {int(max_bytes)!r}, "
+        f"{dict(weights or {})!r})\n"
+    )

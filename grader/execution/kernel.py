@@ -49,8 +49,13 @@ class KernelExecutor:
 
     name = "kernel"
 
-    def __init__(self, policy: Policy | None = None, startup_timeout: float = 60.0, probe_timeout: float = 10.0,
-                 max_output_bytes: int = 4 * 2**20):
+    def __init__(
+        self,
+        policy: Policy | None = None,
+        startup_timeout: float = 60.0,
+        probe_timeout: float = 10.0,
+        max_output_bytes: int = 4 * 2**20,
+    ):
         self.policy = policy
         self.startup_timeout = startup_timeout
         self.probe_timeout = probe_timeout
@@ -99,8 +104,9 @@ class KernelExecutor:
         (workdir.root / KERNEL_DIR).mkdir()
         with open_log(workdir) as log:
             try:
-                ctx = client.setup_kernel(cwd=str(workdir.cwd), env=student_environment(workdir), stdout=log, stderr=log,
-                                          cleanup_kc=True)  # we pass our own km, so nbclient would not stop the kernel
+                ctx = client.setup_kernel(
+                    cwd=str(workdir.cwd), env=student_environment(workdir), stdout=log, stderr=log, cleanup_kc=True
+                )  # we pass our own km, so nbclient would not stop the kernel
                 ctx.__enter__()
             except Exception as exc:
                 raise ExecutorError(f"the Jupyter kernel did not start: {type(exc).__name__}: {exc}") from exc
@@ -119,7 +125,11 @@ class KernelExecutor:
                     except DeadKernelError:
                         return DIED
                     except Exception as exc:  # what the student's process sent cannot be accepted (too much, malformed)
-                        return "died", type(exc).__name__, f"the kernel sent what the grader does not accept: {clean_text(exc)}"
+                        return (
+                            "died",
+                            type(exc).__name__,
+                            f"the kernel sent what the grader does not accept: {clean_text(exc)}",
+                        )
                     return _outcome(replies, timeout)
 
                 units = [(role, (i, cell, isinstance(role, int))) for i, (cell, role) in enumerate(zip(cells, roles))]
@@ -149,10 +159,17 @@ class KernelExecutor:
             roles.append(step.cell_index)
             if step.captures or step.weights:
                 point = point_name(step.cell_index)
-                cells.append(new(call_source(step.captures, workdir.answers, point, plan.max_answer_bytes, step.weights)))
+                cells.append(
+                    new(call_source(step.captures, workdir.answers, point, plan.max_answer_bytes, step.weights))
+                )
                 roles.append(point)
-        cells.append(new(call_source(plan.final_captures, workdir.answers, FINAL_POINT, plan.max_answer_bytes,
-                                     plan.final_weights)))
+        cells.append(
+            new(
+                call_source(
+                    plan.final_captures, workdir.answers, FINAL_POINT, plan.max_answer_bytes, plan.final_weights
+                )
+            )
+        )
         roles.append(FINAL_POINT)
         return cells, roles
 
@@ -235,9 +252,25 @@ def _kernel_manager(workdir: Workdir, policy: Policy | None, uid: int):
     from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
     from jupyter_client.manager import AsyncKernelManager
 
-    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}", "--HistoryManager.hist_file=:memory:"]
+    argv = [
+        sys.executable,
+        "-m",
+        "ipykernel_launcher",
+        "-f",
+        "{connection_file}",
+        "--HistoryManager.hist_file=:memory:",
+    ]
     if policy is not None:
-        argv = [sys.executable, "-m", "grader.execution.sandbox", policy.to_json(), str(workdir.root), str(uid), "--", *argv]
+        argv = [
+            sys.executable,
+            "-m",
+            "grader.execution.sandbox",
+            policy.to_json(),
+            str(workdir.root),
+            str(uid),
+            "--",
+            *argv,
+        ]
 
     class ThisPython(KernelSpecManager):
         def get_kernel_spec(self, kernel_name):
@@ -261,5 +294,10 @@ def _kernel_manager(workdir: Workdir, policy: Policy | None, uid: int):
             return kc
 
     kernel_dir = workdir.root / KERNEL_DIR
-    return CappedManager(kernel_name="grader-python", kernel_spec_manager=ThisPython(), transport="ipc",
-                         ip=str(kernel_dir / "zmq"), connection_file=str(kernel_dir / "kernel.json"))
+    return CappedManager(
+        kernel_name="grader-python",
+        kernel_spec_manager=ThisPython(),
+        transport="ipc",
+        ip=str(kernel_dir / "zmq"),
+        connection_file=str(kernel_dir / "kernel.json"),
+    )

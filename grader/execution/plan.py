@@ -151,7 +151,7 @@ def plan_execution(
     for name in spec.answers:
         by_cell.setdefault(spec.capture_cell(name), []).append(name)
     cells = submission.notebook.cells
-    present = {t[len(ANSWER_TAG):] for c in cells for t in cell_tags(c) if t.startswith(ANSWER_TAG)}
+    present = {t[len(ANSWER_TAG) :] for c in cells for t in cell_tags(c) if t.startswith(ANSWER_TAG)}
     inferred: dict[int, list[str]] = {}  # cell index -> tags it stands in for
     for tag in by_cell:
         if tag not in present and (index := _last_assigning_cell(cells, tag)) is not None:
@@ -160,7 +160,7 @@ def plan_execution(
     notices: dict[str, list[str]] = {}
     tagged: set[str] = set()
     for index, cell in enumerate(cells):
-        names = [n for t in cell_tags(cell) if t.startswith(ANSWER_TAG) for n in by_cell.get(t[len(ANSWER_TAG):], [])]
+        names = [n for t in cell_tags(cell) if t.startswith(ANSWER_TAG) for n in by_cell.get(t[len(ANSWER_TAG) :], [])]
         for tag in inferred.get(index, []):
             names += by_cell[tag]
             for name in by_cell[tag]:
@@ -181,7 +181,9 @@ def plan_execution(
         steps.append(Step(index, cell.source, {n: spec.expression(n) for n in names}, _weights(spec, names)))
     for name, answer in spec.answers.items():
         if name not in tagged and name not in notices:
-            consequence = "it could not be captured" if answer.expression else "its value was taken at the end of the notebook"
+            consequence = (
+                "it could not be captured" if answer.expression else "its value was taken at the end of the notebook"
+            )
             notices.setdefault(name, []).append(
                 f"no code cell is tagged '{ANSWER_TAG}{spec.capture_cell(name)}', so {consequence}"
             )

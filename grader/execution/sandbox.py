@@ -138,8 +138,10 @@ class Capabilities:
         if not isolate:
             return "none: isolation disabled (--no-isolation); rlimits only"
         if self.level == FULL:
-            return ("full: namespaces (mount, network, pid, ipc, uts, cgroup), fresh root, unprivileged uid, "
-                    "cgroup memory+pids, rlimits")
+            return (
+                "full: namespaces (mount, network, pid, ipc, uts, cgroup), fresh root, unprivileged uid, "
+                "cgroup memory+pids, rlimits"
+            )
         return "partial: missing " + "; ".join(self.missing) + "; rlimits applied"
 
 
@@ -152,9 +154,12 @@ def probe() -> Capabilities:
     global _probed
     if _probed is None:
         root = os.geteuid() == 0
-        _probed = Capabilities(root=root, namespaces=root and _can_unshare(),
-                               cgroup_memory=root and _cgroup_writable("memory"),
-                               cgroup_pids=root and _cgroup_writable("pids"))
+        _probed = Capabilities(
+            root=root,
+            namespaces=root and _can_unshare(),
+            cgroup_memory=root and _cgroup_writable("memory"),
+            cgroup_pids=root and _cgroup_writable("pids"),
+        )
     return _probed
 
 
@@ -283,11 +288,21 @@ def _syscall(name: str, *args) -> int:
 
 
 def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    _check(_libc.mount(source and source.encode(), target.encode(), fstype and fstype.encode(),
-                       ctypes.c_ulong(flags), data and data.encode()), f"mount {target}")
+    _check(
+        _libc.mount(
+            source and source.encode(),
+            target.encode(),
+            fstype and fstype.encode(),
+            ctypes.c_ulong(flags),
+            data and data.encode(),
+        ),
+        f"mount {target}",
+    )
 
 
-def _tmpfs(target: str, limits: ResourceLimits, mode: str, size_mb: int | None = None, flags: int = MS_NOSUID | MS_NODEV) -> None:
+def _tmpfs(
+    target: str, limits: ResourceLimits, mode: str, size_mb: int | None = None, flags: int = MS_NOSUID | MS_NODEV
+) -> None:
     size = limits.scratch_mb if size_mb is None else size_mb
     _mount("tmpfs", target, "tmpfs", flags, f"size={size}m,nr_inodes={limits.scratch_files},mode={mode}")
 
@@ -326,7 +341,11 @@ def _fresh_root(workdir_root: Path, policy: Policy) -> None:
         os.close(fd)
     for hidden in map(Path, policy.hide):  # what the caller hides, where it is inside what is bound
         target = os.path.realpath(f"{new}{hidden}")
-        if any(k.is_relative_to(hidden) for k in keep) or not target.startswith(f"{new}/") or not os.path.lexists(target):
+        if (
+            any(k.is_relative_to(hidden) for k in keep)
+            or not target.startswith(f"{new}/")
+            or not os.path.lexists(target)
+        ):
             continue  # (the folders above a bound one hold nothing but the way to it)
         if os.path.isdir(target):
             _tmpfs(target, limits, "0755", size_mb=1, flags=MS_NOSUID | MS_NODEV | MS_RDONLY)
@@ -353,20 +372,31 @@ def _private_dev(dev: str, limits: ResourceLimits) -> None:
             open(f"{dev}/{name}", "w").close()
             _mount(f"/dev/{name}", f"{dev}/{name}", None, MS_BIND)
     os.mkdir(f"{dev}/pts")
-    _mount("devpts", f"{dev}/pts", "devpts", MS_NOSUID | MS_NOEXEC,
-           f"newinstance,ptmxmode=0666,mode=0620,max={limits.ptys}")
+    _mount(
+        "devpts",
+        f"{dev}/pts",
+        "devpts",
+        MS_NOSUID | MS_NOEXEC,
+        f"newinstance,ptmxmode=0666,mode=0620,max={limits.ptys}",
+    )
     os.symlink("pts/ptmx", f"{dev}/ptmx")
     os.mkdir(f"{dev}/shm")
     _tmpfs(f"{dev}/shm", limits, "1777")
-    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
-                         ("stderr", "/proc/self/fd/2")):
+    for name, target in (
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ):
         os.symlink(target, f"{dev}/{name}")
 
 
 def _make_cgroups(name: str, limits: ResourceLimits) -> list[Path]:
     made = []
-    settings = {"memory": {"memory.limit_in_bytes": limits.memory_mb * 2**20, "memory.swappiness": 0},
-                "pids": {"pids.max": limits.max_processes}}
+    settings = {
+        "memory": {"memory.limit_in_bytes": limits.memory_mb * 2**20, "memory.swappiness": 0},
+        "pids": {"pids.max": limits.max_processes},
+    }
     for controller, values in settings.items():
         folder = CGROUP_V1 / controller / CGROUP_PARENT / name
         try:
@@ -595,7 +625,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     split = argv.index("--")
     policy_json, workdir_root, uid = argv[:split]
-    command = argv[split + 1:]
+    command = argv[split + 1 :]
     enter(Policy.from_json(policy_json), Path(workdir_root), int(uid))
     os.execvp(command[0], command)
 

@@ -42,8 +42,11 @@ def open_regular(name: str, limit: int, dir_fd: int | None = None):
     that folder; without, a path whose last component is not followed."""
     label = Path(name).name
     try:
-        fd = os.open(_single(name) if dir_fd is not None else name,
-                     os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+        fd = os.open(
+            _single(name) if dir_fd is not None else name,
+            os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+            dir_fd=dir_fd,
+        )
     except OSError as exc:
         raise UnsafeFile(f"cannot open {label}: {exc.strerror}") from None
     info = os.fstat(fd)

@@ -212,8 +212,13 @@ def _units(plan: ExecutionPlan, workdir: Workdir):
     capture (role: the point's name); a final capture at the end."""
 
     def capture(answers: dict, weights: dict, point: str) -> dict:
-        return {"capture": dict(answers), "weights": dict(weights), "folder": str(workdir.answers), "point": point,
-                "max_bytes": int(plan.max_answer_bytes)}
+        return {
+            "capture": dict(answers),
+            "weights": dict(weights),
+            "folder": str(workdir.answers),
+            "point": point,
+            "max_bytes": int(plan.max_answer_bytes),
+        }
 
     for step in plan.steps:
         yield step.cell_index, {"cell": step.source}
@@ -238,8 +243,14 @@ class _Zygote:
             with open(self.output, "wb") as out:
                 self.process = subprocess.Popen(
                     [sys.executable, "-m", "grader.execution.zygote", str(theirs.fileno()), str(self.scratch)],
-                    pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                    cwd=PACKAGE_PARENT, env=env, start_new_session=True)  # a Ctrl-C at the grader's terminal is not for it
+                    pass_fds=[theirs.fileno()],
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=PACKAGE_PARENT,
+                    env=env,
+                    start_new_session=True,
+                )  # a Ctrl-C at the grader's terminal is not for it
         except OSError as exc:
             self._cleanup()
             raise ExecutorError(f"the warm executor's parent process could not be started: {exc}") from None
@@ -261,8 +272,10 @@ class _Zygote:
         if "ready" not in reply:
             output = tail(str(self.output), 1500).strip()
             self.close()
-            raise ExecutorError(f"the warm executor's parent process did not start: {reply.get('error')}"
-                                + (f"; its output ends with:\n{output}" if output else ""))
+            raise ExecutorError(
+                f"the warm executor's parent process did not start: {reply.get('error')}"
+                + (f"; its output ends with:\n{output}" if output else "")
+            )
         self.ready = True
 
     def alive(self) -> bool:
@@ -343,14 +356,23 @@ class _Child:
         """Give the child its working directory, environment, log and sandbox;
         wait until its shell is ready for the first cell."""
         try:
-            self.channel.send({"root": str(workdir.root), "cwd": str(workdir.cwd), "env": student_environment(workdir),
-                               "log": str(log_path), "sandbox": sandbox})
+            self.channel.send(
+                {
+                    "root": str(workdir.root),
+                    "cwd": str(workdir.cwd),
+                    "env": student_environment(workdir),
+                    "log": str(log_path),
+                    "sandbox": sandbox,
+                }
+            )
             reply = self.channel.receive(timeout, self.watch)
         except (_Closed, OSError):
             reply = None
         if not reply or "ready" not in reply:
-            raise ExecutorError(f"the warm executor's child process could not be set up; {log_path.name} ends with: "
-                                f"{tail(str(log_path), 600).strip() or '(nothing)'}")
+            raise ExecutorError(
+                f"the warm executor's child process could not be set up; {log_path.name} ends with: "
+                f"{tail(str(log_path), 600).strip() or '(nothing)'}"
+            )
 
     @property
     def watch(self) -> list[int]:

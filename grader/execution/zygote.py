@@ -39,11 +39,20 @@ MESSAGE_LIMIT = 1 << 20  # bytes of one channel message (a reply is a few hundre
 # importing stack_data; README's Performance has the figures).  Imports only:
 # no code of the student's kind runs before the fork.
 LAZY_IMPORTS = (
-    "stack_data", "executing", "pure_eval", "asttokens", "pygments.formatters.terminal256",
-    "pygments.styles", "pygments.console",  # IPython's tracebacks
-    "IPython.core.logger", "IPython.core.magics.pylab", "IPython.utils.timing",
-    "tensorflow.python.data.ops.concatenate_op", "tensorflow.python.data.ops.flat_map_op",
-    "tensorflow.python.data.ops.from_tensors_op", "tensorflow.python.data.ops.range_op",
+    "stack_data",
+    "executing",
+    "pure_eval",
+    "asttokens",
+    "pygments.formatters.terminal256",
+    "pygments.styles",
+    "pygments.console",  # IPython's tracebacks
+    "IPython.core.logger",
+    "IPython.core.magics.pylab",
+    "IPython.utils.timing",
+    "tensorflow.python.data.ops.concatenate_op",
+    "tensorflow.python.data.ops.flat_map_op",
+    "tensorflow.python.data.ops.from_tensors_op",
+    "tensorflow.python.data.ops.range_op",
     "tensorflow.python.data.ops.zip_op",  # Keras's predict() on arrays
 )
 
@@ -270,8 +279,11 @@ def _sweep(session: int | None, running: set[int], timeout: float = 10.0) -> int
     killed = 0
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        doomed = [(pid, ppid) for pid, ppid, sid in _processes()
-                  if (ppid == me and pid not in running) or (session is not None and sid == session)]
+        doomed = [
+            (pid, ppid)
+            for pid, ppid, sid in _processes()
+            if (ppid == me and pid not in running) or (session is not None and sid == session)
+        ]
         if not doomed:
             break
         for pid, _ in doomed:
@@ -477,8 +489,14 @@ def _run_unit(shell, message: dict) -> dict:
         else:
             from grader.execution.capture import capture
 
-            capture(shell.user_ns, message["capture"], message["folder"], message["point"], message["max_bytes"],
-                    message.get("weights"))
+            capture(
+                shell.user_ns,
+                message["capture"],
+                message["folder"],
+                message["point"],
+                message["max_bytes"],
+                message.get("weights"),
+            )
     except BaseException as exc:  # an interrupt during a capture, or IPython itself failing
         error = exc
     finally:

@@ -113,28 +113,46 @@ def grade_batch(
     names = result_names([s.name for s in submissions])
     executor = executor or make_executor()  # the sandboxed default: submissions are untrusted
     key = reference_key(assignment)
-    todo = [s for s in submissions if force or not is_up_to_date(
-        s, result_path(out, s, names), key, keep_answers and answers_path(out, s, names))]
+    todo = [
+        s
+        for s in submissions
+        if force or not is_up_to_date(s, result_path(out, s, names), key, keep_answers and answers_path(out, s, names))
+    ]
     options = dict(cell_timeout=cell_timeout, notebook_timeout=notebook_timeout)
     budget = KeptAnswersBudget()
     if scheduler:
         from grader.grading.distributed import grade_on_cluster
 
-        finished = grade_on_cluster(scheduler, todo, assignment, executor.name, options,
-                                    {s: answers_path(out, s, names) for s in todo} if keep_answers else None, budget)
+        finished = grade_on_cluster(
+            scheduler,
+            todo,
+            assignment,
+            executor.name,
+            options,
+            {s: answers_path(out, s, names) for s in todo} if keep_answers else None,
+            budget,
+        )
     elif todo:
         executor.start()  # the warm executor's imports overlap with loading the references
         references = load_references(assignment, key=key)  # once: every grade() gets them and their key
-        finished = _grade_locally(todo, assignment, executor, references, max(1, jobs),
-                                  dict(options, references_key=key, keep_budget=budget),
-                                  (lambda s: answers_path(out, s, names)) if keep_answers else (lambda s: None))
+        finished = _grade_locally(
+            todo,
+            assignment,
+            executor,
+            references,
+            max(1, jobs),
+            dict(options, references_key=key, keep_budget=budget),
+            (lambda s: answers_path(out, s, names)) if keep_answers else (lambda s: None),
+        )
     else:
         finished = iter(())  # everything is up to date
     with single_threaded_blas():
         for submission, result in finished:
             if names[submission.name] != natural_result_name(submission.name):
-                result.notices.append(f"the result is {names[submission.name]}, as {natural_result_name(submission.name)} "
-                                      "is reserved or taken by another submission's result")
+                result.notices.append(
+                    f"the result is {names[submission.name]}, as {natural_result_name(submission.name)} "
+                    "is reserved or taken by another submission's result"
+                )
             write_atomic(result_path(out, submission, names), result.model_dump_json(indent=2))
             if on_result:
                 on_result(submission, result)
@@ -146,8 +164,10 @@ def grade_batch(
 
 def _grade_locally(todo, assignment, executor, references, jobs, options, kept_at) -> Iterator[tuple[Path, Result]]:
     with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="grade") as pool:
-        futures = {pool.submit(grade_safely, s, assignment, executor, references, keep_answers=kept_at(s), **options): s
-                   for s in todo}
+        futures = {
+            pool.submit(grade_safely, s, assignment, executor, references, keep_answers=kept_at(s), **options): s
+            for s in todo
+        }
         for future in as_completed(futures):
             yield futures[future], future.result()
 
@@ -162,7 +182,11 @@ def is_up_to_date(submission: Path, result_file: Path, key: str, answers_file: P
             return False
         if answers_file and result.status == "graded" and not answers_file.exists():
             return False
-        return submission.is_file() and not submission.is_symlink() and file_digest(submission)[0] == result.submission.sha256
+        return (
+            submission.is_file()
+            and not submission.is_symlink()
+            and file_digest(submission)[0] == result.submission.sha256
+        )
     except OSError:
         return False
 
@@ -183,9 +207,14 @@ def summary_json(summary: BatchSummary, assignment: Assignment, out: Path) -> di
     max_score = assignment.spec.max_score
     names = [c.name for c in assignment.spec.checks]
     stats = class_stats([r for r in summary.results.values() if r is not None], max_score, names)
-    checks = {name: {"passed": stats.checks[name].passed, "of": stats.checks[name].of,
-                     "pass_rate": None if stats.checks[name].rate is None else round(stats.checks[name].rate, 4)}
-              for name in names}
+    checks = {
+        name: {
+            "passed": stats.checks[name].passed,
+            "of": stats.checks[name].of,
+            "pass_rate": None if stats.checks[name].rate is None else round(stats.checks[name].rate, 4),
+        }
+        for name in names
+    }
     return {
         "assignment": assignment.name,
         "spec_version": assignment.spec.version,
@@ -201,12 +230,19 @@ def summary_json(summary: BatchSummary, assignment: Assignment, out: Path) -> di
         "mean_score": None if stats.mean is None else round(stats.mean, 4),
         "checks": checks,
         "results": [
-            {"submission": name, "result": summary.result_files[name],
-             "score": r.score if r else None, "status": r.status if r else "missing"}
+            {
+                "submission": name,
+                "result": summary.result_files[name],
+                "score": r.score if r else None,
+                "status": r.status if r else "missing",
+            }
             for name, r in summary.results.items()
         ],
-        "renamed": [{"submission": name, "result": file, "instead_of": natural_result_name(name)}
-                    for name, file in summary.result_files.items() if file != natural_result_name(name)],
+        "renamed": [
+            {"submission": name, "result": file, "instead_of": natural_result_name(name)}
+            for name, file in summary.result_files.items()
+            if file != natural_result_name(name)
+        ],
     }
 
 
@@ -217,9 +253,20 @@ def gradebook_csv(summary: BatchSummary, assignment: Assignment) -> str:
     writer.writerow(["submission", "sha256", "status", "score", "max_score", *names, "errors"])
     for file, r in summary.results.items():
         if r is None:
-            writer.writerow([file, "", "missing", "", assignment.spec.max_score, *[""] * len(names), "result file unreadable"])
+            writer.writerow(
+                [file, "", "missing", "", assignment.spec.max_score, *[""] * len(names), "result file unreadable"]
+            )
             continue
         by_name = {t.name: t.score for t in r.tests}
-        writer.writerow([file, r.submission.sha256 or "", r.status, f"{r.score:g}", f"{r.max_score:g}",
-                         *[f"{by_name.get(n, 0):g}" for n in names], " | ".join(r.errors)])
+        writer.writerow(
+            [
+                file,
+                r.submission.sha256 or "",
+                r.status,
+                f"{r.score:g}",
+                f"{r.max_score:g}",
+                *[f"{by_name.get(n, 0):g}" for n in names],
+                " | ".join(r.errors),
+            ]
+        )
     return buffer.getvalue()

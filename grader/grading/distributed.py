@@ -25,8 +25,15 @@ _local = {}
 _lock = threading.Lock()
 
 
-def grade_on_cluster(scheduler: str, todo: list[Path], assignment: Assignment, executor: str, options: dict,
-                     kept_at: dict[Path, Path] | None, budget: KeptAnswersBudget) -> Iterator[tuple[Path, Result]]:
+def grade_on_cluster(
+    scheduler: str,
+    todo: list[Path],
+    assignment: Assignment,
+    executor: str,
+    options: dict,
+    kept_at: dict[Path, Path] | None,
+    budget: KeptAnswersBudget,
+) -> Iterator[tuple[Path, Result]]:
     from grader.grading.results_dir import write_atomic
 
     try:
@@ -39,8 +46,16 @@ def grade_on_cluster(scheduler: str, todo: list[Path], assignment: Assignment, e
         raise GraderError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
     with client:
         futures = {
-            client.submit(grade_bytes, s.name, s.read_bytes() if s.is_file() and not s.is_symlink() else None,
-                          str(assignment.folder), executor, options, kept_at is not None, pure=False): s
+            client.submit(
+                grade_bytes,
+                s.name,
+                s.read_bytes() if s.is_file() and not s.is_symlink() else None,
+                str(assignment.folder),
+                executor,
+                options,
+                kept_at is not None,
+                pure=False,
+            ): s
             for s in todo
         }
         for future in as_completed(futures):
@@ -52,13 +67,16 @@ def grade_on_cluster(scheduler: str, todo: list[Path], assignment: Assignment, e
                     kept_at[submission].parent.mkdir(parents=True, exist_ok=True)
                     write_atomic(kept_at[submission], answers)
                 else:
-                    result.notices.append(f"answers not kept for the report: the batch's {budget.per_batch // 2**20} MB "
-                                          "for kept answers is used up")
+                    result.notices.append(
+                        f"answers not kept for the report: the batch's {budget.per_batch // 2**20} MB "
+                        "for kept answers is used up"
+                    )
             yield submission, result
 
 
-def grade_bytes(name: str, data: bytes | None, assignment_folder: str, executor: str, options: dict,
-                keep_answers: bool) -> tuple[str, bytes | None]:
+def grade_bytes(
+    name: str, data: bytes | None, assignment_folder: str, executor: str, options: dict, keep_answers: bool
+) -> tuple[str, bytes | None]:
     """Runs on a worker: grade one submission given as bytes; return the
     result JSON and, if asked, the kept answers (.npz bytes)."""
     from grader.grading.grade import grade_safely
@@ -86,6 +104,10 @@ def _worker_state(assignment_folder: str, executor: str):
             assignment = load_assignment(assignment_folder)
             single_threaded_blas()  # for the worker's life: it grades one submission per Dask thread
             references_key = reference_key(assignment)
-            _local[key] = (assignment, make_executor(executor), load_references(assignment, key=references_key),
-                           references_key)
+            _local[key] = (
+                assignment,
+                make_executor(executor),
+                load_references(assignment, key=references_key),
+                references_key,
+            )
         return _local[key]

@@ -70,8 +70,10 @@ def grade(
         return invalid_result(path, assignment, str(exc), executor.name, time.monotonic() - start, references_key)
     cells = len(sub.notebook.cells)
     if cells > assignment.spec.limits.max_cells:
-        reason = (f"{path.name}: the notebook has {cells} cells, more than the {assignment.spec.limits.max_cells} allowed; "
-                  "remove the cells you added")
+        reason = (
+            f"{path.name}: the notebook has {cells} cells, more than the {assignment.spec.limits.max_cells} allowed; "
+            "remove the cells you added"
+        )
         return invalid_result(path, assignment, reason, executor.name, time.monotonic() - start, references_key)
     plan = plan_execution(sub, assignment.spec, assignment.data_files, cell_timeout, notebook_timeout)
     with scratch_folder(executor.policy) as tmp:
@@ -83,12 +85,21 @@ def grade(
     executed = time.monotonic()
     tests = run_checks(assignment.spec, answers, references, answer_notes(plan, record), assignment.folder)
     checked = time.monotonic()
-    cells = [CellReport(cell=c.cell_index + 1, status=c.status, ename=c.ename, evalue=c.evalue)
-             for c in record.cells if c.status != "ok"]
-    errors = [CELL_FAILED[c.status].format(cell=c.cell, ename=c.ename, evalue=c.evalue) for c in cells if c.status != "not_run"]
+    cells = [
+        CellReport(cell=c.cell_index + 1, status=c.status, ename=c.ename, evalue=c.evalue)
+        for c in record.cells
+        if c.status != "ok"
+    ]
+    errors = [
+        CELL_FAILED[c.status].format(cell=c.cell, ename=c.ename, evalue=c.evalue)
+        for c in cells
+        if c.status != "not_run"
+    ]
     if record.stopped:
         not_run = [c.cell for c in cells if c.status == "not_run"]
-        errors.append(f"execution stopped: {record.stopped}" + (f"; cells {_joined(not_run)} did not run" if not_run else ""))
+        errors.append(
+            f"execution stopped: {record.stopped}" + (f"; cells {_joined(not_run)} did not run" if not_run else "")
+        )
     errors.extend(record.capture_errors)
     return Result(
         score=score(tests),
@@ -103,7 +114,9 @@ def grade(
         errors=errors,
         notices=notices,
         cells=cells,
-        timings=Timings(total_s=round(checked - start, 3), execute_s=round(record.seconds, 3), check_s=round(checked - executed, 3)),
+        timings=Timings(
+            total_s=round(checked - start, 3), execute_s=round(record.seconds, 3), check_s=round(checked - executed, 3)
+        ),
         versions=current_versions(),
         graded_at=now_iso(),
     )
@@ -133,22 +146,31 @@ def summary_text(tests: list[CheckResult], errors: list[str]) -> str:
     return "\n".join(lines)
 
 
-def invalid_result(path: Path, assignment: Assignment, reason: str, executor: str, seconds: float,
-                   references_key: str | None = None) -> Result:
+def invalid_result(
+    path: Path, assignment: Assignment, reason: str, executor: str, seconds: float, references_key: str | None = None
+) -> Result:
     """Score 0 with the reason, every check failed with it: the result a file
     that cannot be graded gets (status ``invalid_submission``)."""
     return _ungraded(path, assignment, reason, executor, seconds, references_key, "invalid_submission")
 
 
-def failure_result(path: Path, assignment: Assignment, reason: str, executor: str, seconds: float,
-                   references_key: str | None = None) -> Result:
+def failure_result(
+    path: Path, assignment: Assignment, reason: str, executor: str, seconds: float, references_key: str | None = None
+) -> Result:
     """The result of a submission the grader itself failed on (status
     ``error``): not a grade, and retried by the next batch."""
     return _ungraded(path, assignment, reason, executor, seconds, references_key, "error")
 
 
-def _ungraded(path: Path, assignment: Assignment, reason: str, executor: str, seconds: float,
-              references_key: str | None, status: Literal["invalid_submission", "error"]) -> Result:
+def _ungraded(
+    path: Path,
+    assignment: Assignment,
+    reason: str,
+    executor: str,
+    seconds: float,
+    references_key: str | None,
+    status: Literal["invalid_submission", "error"],
+) -> Result:
     try:
         # never follow a link: it may point at a file the student must not see
         sha256, size = (None, None) if path.is_symlink() else file_digest(path)
@@ -156,8 +178,16 @@ def _ungraded(path: Path, assignment: Assignment, reason: str, executor: str, se
         sha256, size = None, None
     message = f"the submission could not be graded: {reason}"
     tests = [
-        CheckResult(name=c.name, score=0.0, max_score=float(c.points), status="failed", answer=c.answer, kind=c.kind,
-                   output=feedback.as_text(False, feedback.compose(False, message, None, [], None)), message=message)
+        CheckResult(
+            name=c.name,
+            score=0.0,
+            max_score=float(c.points),
+            status="failed",
+            answer=c.answer,
+            kind=c.kind,
+            output=feedback.as_text(False, feedback.compose(False, message, None, [], None)),
+            message=message,
+        )
         for c in assignment.spec.checks
     ]
     return Result(
@@ -177,9 +207,13 @@ def _ungraded(path: Path, assignment: Assignment, reason: str, executor: str, se
 
 
 def assignment_info(assignment: Assignment, references_key: str | None = None) -> AssignmentInfo:
-    return AssignmentInfo(name=assignment.name, title=assignment.spec.title,
-                          spec_version=assignment.spec.version, spec_sha256=assignment.spec_sha256(),
-                          reference_key=references_key or reference_key(assignment))
+    return AssignmentInfo(
+        name=assignment.name,
+        title=assignment.spec.title,
+        spec_version=assignment.spec.version,
+        spec_sha256=assignment.spec_sha256(),
+        reference_key=references_key or reference_key(assignment),
+    )
 
 
 def now_iso() -> str:
@@ -198,8 +232,9 @@ def grade_safely(submission: Path, assignment: Assignment, executor: Executor, r
         return grade(submission, assignment, executor=executor, references=references, **options)
     except Exception as exc:  # a bug or machine problem on this submission must not stop the batch
         reason = f"the grader failed on this submission ({type(exc).__name__}: {exc}); it was not graded"
-        result = failure_result(submission, assignment, reason, executor.name, time.monotonic() - t0,
-                                options.get("references_key"))
+        result = failure_result(
+            submission, assignment, reason, executor.name, time.monotonic() - t0, options.get("references_key")
+        )
         result.errors.append("".join(traceback.format_exception_only(exc)).strip())
         return result
 

@@ -48,8 +48,9 @@ def reference_key(assignment: Assignment) -> str:
     return h.hexdigest()
 
 
-def load_references(assignment: Assignment, executor: Executor | None = None, rebuild: bool = False,
-                    key: str | None = None) -> dict[str, np.ndarray]:
+def load_references(
+    assignment: Assignment, executor: Executor | None = None, rebuild: bool = False, key: str | None = None
+) -> dict[str, np.ndarray]:
     """The solution's answers by name, from the cache or freshly built
     (``key``: the :func:`reference_key` if the caller has it already)."""
     key = key or reference_key(assignment)
@@ -59,8 +60,10 @@ def load_references(assignment: Assignment, executor: Executor | None = None, re
         if cached is not None:
             return cached
     if not assignment.solution_path.is_file():
-        raise SolutionError(f"the reference answers in {folder} are missing or corrupt and the solution is not "
-                            "here to rebuild them (rebuild the bundle they came with)")
+        raise SolutionError(
+            f"the reference answers in {folder} are missing or corrupt and the solution is not "
+            "here to rebuild them (rebuild the bundle they came with)"
+        )
     arrays = build_references(assignment, executor or KernelExecutor())
     write_entry(folder, key, arrays)
     return arrays
@@ -76,20 +79,32 @@ def build_references(assignment: Assignment, executor: Executor) -> dict[str, np
         workdir = prepare_workdir(plan, Path(tmp))
         record = executor.run(plan, workdir)
         answers = load_answers(plan, record, workdir.answers)
-    problems = [f"cell {c.cell_index + 1}: {c.status} {c.ename or ''}: {c.evalue or ''}".strip()
-                for c in record.cells if c.status != "ok"]
+    problems = [
+        f"cell {c.cell_index + 1}: {c.status} {c.ename or ''}: {c.evalue or ''}".strip()
+        for c in record.cells
+        if c.status != "ok"
+    ]
     problems += [f"{name}: {a.status}: {a.detail}" for name, a in answers.items() if not a.ok]
     if problems:
-        raise SolutionError(f"the reference solution {assignment.solution_path} did not run cleanly:\n  " + "\n  ".join(problems))
+        raise SolutionError(
+            f"the reference solution {assignment.solution_path} did not run cleanly:\n  " + "\n  ".join(problems)
+        )
     arrays = {name: a.value for name, a in answers.items()}
     # Cross-check: the solution must agree with the spec's NumPy computations
     # (reference checks with a [compute] table) and pass every check.
-    crosscheck = assignment.spec.model_copy(update={"checks": [
-        c.model_copy(update={"kind": "compute", "rtol": max(c.rtol or 0, 1e-4), "atol": max(c.atol or 0, 1e-2)})
-        if c.kind == "reference" and c.compute is not None else c
-        for c in spec.checks
-    ]})
-    failed = [t for t in run_checks(crosscheck, answers, arrays, {}, assignment.folder, strict=True) if t.status != "passed"]
+    crosscheck = assignment.spec.model_copy(
+        update={
+            "checks": [
+                c.model_copy(update={"kind": "compute", "rtol": max(c.rtol or 0, 1e-4), "atol": max(c.atol or 0, 1e-2)})
+                if c.kind == "reference" and c.compute is not None
+                else c
+                for c in spec.checks
+            ]
+        }
+    )
+    failed = [
+        t for t in run_checks(crosscheck, answers, arrays, {}, assignment.folder, strict=True) if t.status != "passed"
+    ]
     if failed:
         raise SolutionError(
             f"the reference solution {assignment.solution_path} fails its own checks (is the solution or the spec wrong?):\n  "
@@ -122,7 +137,10 @@ def write_entry(folder: Path, key: str, arrays: dict[str, np.ndarray]) -> None:
         entries = {}
         for name, value in arrays.items():
             np.save(tmp / f"{name}.npy", value, allow_pickle=False)
-            entries[name] = {"file": f"{name}.npy", "sha256": hashlib.sha256((tmp / f"{name}.npy").read_bytes()).hexdigest()}
+            entries[name] = {
+                "file": f"{name}.npy",
+                "sha256": hashlib.sha256((tmp / f"{name}.npy").read_bytes()).hexdigest(),
+            }
         (tmp / "manifest.json").write_text(json.dumps({"key": key, "answers": entries}, indent=1), encoding="utf-8")
         if folder.exists():
             shutil.rmtree(folder, ignore_errors=True)

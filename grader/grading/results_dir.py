@@ -91,8 +91,11 @@ def result_files(results_dir: Path) -> list[Path]:
     """The per-submission result files of a results folder, in name order."""
     if not results_dir.is_dir():
         raise ResultsError(f"{results_dir}: not a results folder")
-    return sorted(p for p in results_dir.iterdir()
-                  if p.name.endswith(".json") and p.name != SUMMARY_FILE and not p.name.startswith("."))
+    return sorted(
+        p
+        for p in results_dir.iterdir()
+        if p.name.endswith(".json") and p.name != SUMMARY_FILE and not p.name.startswith(".")
+    )
 
 
 def read_result(path: Path) -> Result | str:
@@ -109,7 +112,8 @@ def read_result(path: Path) -> Result | str:
         error = exc.errors()[0]
         where = ".".join(str(part) for part in error["loc"])
         return f"not a grader result: {where + ': ' if where else ''}{error['msg']}" + (
-            f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else "")
+            f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+        )
 
 
 KEEP_PER_SUBMISSION = 16 * 2**20  # bytes of arrays --keep-answers stores for one submission (this lesson: 3 MB)
@@ -137,8 +141,12 @@ class KeptAnswersBudget:
             self.left += nbytes
 
 
-def save_answers(path: Path, answers: dict[str, CapturedAnswer], budget: KeptAnswersBudget | None = None,
-                 per_submission: int = KEEP_PER_SUBMISSION) -> list[str]:
+def save_answers(
+    path: Path,
+    answers: dict[str, CapturedAnswer],
+    budget: KeptAnswersBudget | None = None,
+    per_submission: int = KEEP_PER_SUBMISSION,
+) -> list[str]:
     """Keep the captured arrays (for reports) as one compressed ``.npz``,
     written to a temporary file, flushed and renamed into place; at most
     ``per_submission`` bytes of arrays (in the spec's order), and only while
@@ -154,11 +162,14 @@ def save_answers(path: Path, answers: dict[str, CapturedAnswer], budget: KeptAns
         total += answer.value.nbytes
     notices = []
     if dropped:
-        notices.append(f"answers not kept for the report: {', '.join(dropped)} (more than the "
-                       f"{per_submission // 2**20} MB of arrays kept per submission)")
+        notices.append(
+            f"answers not kept for the report: {', '.join(dropped)} (more than the "
+            f"{per_submission // 2**20} MB of arrays kept per submission)"
+        )
     if budget is not None and not budget.take(total):
-        notices.append(f"answers not kept for the report: the batch's {budget.per_batch // 2**20} MB "
-                       "for kept answers is used up")
+        notices.append(
+            f"answers not kept for the report: the batch's {budget.per_batch // 2**20} MB for kept answers is used up"
+        )
         arrays, total = {}, 0
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)

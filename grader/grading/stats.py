@@ -64,9 +64,14 @@ def class_stats(results: Iterable[Result], max_score: float, check_names: Iterab
         outcomes = [t.status == "passed" for r in results for t in r.tests if t.name == name]
         checks[name] = CheckRate(sum(outcomes), len(outcomes))
     return ClassStats(
-        results=len(results), full_marks=bands.count("full"), partial=bands.count("partial"), zero=bands.count("zero"),
-        graded=sum(r.status == "graded" for r in results), invalid=sum(r.status == "invalid_submission" for r in results),
+        results=len(results),
+        full_marks=bands.count("full"),
+        partial=bands.count("partial"),
+        zero=bands.count("zero"),
+        graded=sum(r.status == "graded" for r in results),
+        invalid=sum(r.status == "invalid_submission" for r in results),
         errors=sum(r.status == "error" for r in results),
-        mean=statistics.mean(scores) if scores else None, median=statistics.median(scores) if scores else None,
+        mean=statistics.mean(scores) if scores else None,
+        median=statistics.median(scores) if scores else None,
         checks=checks,
     )

@@ -26,8 +26,10 @@ class CheckResult(_Model):
     score: float = Field(description="points earned: max_score if passed, else 0")
     max_score: float
     status: Literal["passed", "failed"]
-    output: str = Field(description="feedback for the student: what was expected, what was found, the likely cause "
-                        "(rendered from message, diagnosis, notes and hint)")
+    output: str = Field(
+        description="feedback for the student: what was expected, what was found, the likely cause "
+        "(rendered from message, diagnosis, notes and hint)"
+    )
     answer: str = Field(description="the answer (variable) checked")
     kind: Literal["shape", "finite", "reference", "compute"]
     expected: str | None = None
@@ -36,7 +38,9 @@ class CheckResult(_Model):
     captured: str | None = Field(None, description="where the answer was captured, e.g. 'after cell 4'")
     max_abs_error: float | None = None
     mismatch_fraction: float | None = Field(None, description="fraction of elements outside the tolerance")
-    message: str | None = Field(None, description="the verdict in one sentence (output's first line, without PASSED/FAILED)")
+    message: str | None = Field(
+        None, description="the verdict in one sentence (output's first line, without PASSED/FAILED)"
+    )
     notes: list[str] = Field([], description="failed check: what the student should know about the answer's cell")
     hint: str | None = Field(None, description="failed check: the spec's hint")
 
@@ -61,7 +65,9 @@ class AssignmentInfo(_Model):
     title: str
     spec_version: str
     spec_sha256: str
-    reference_key: str | None = Field(None, description="identifies the reference answers (solution, spec, data, library versions) graded against")
+    reference_key: str | None = Field(
+        None, description="identifies the reference answers (solution, spec, data, library versions) graded against"
+    )
 
 
 class Timings(_Model):
@@ -93,8 +99,11 @@ class Result(_Model):
     executor: str
     isolation: str = Field("none", description="isolation in force while the student's code ran")
     errors: list[str] = Field([], description="problems with this submission, in words")
-    notices: list[str] = Field([], description="for the instructor, about this result rather than the submission "
-                               "(answers not kept for the report, a result file renamed to avoid a collision)")
+    notices: list[str] = Field(
+        [],
+        description="for the instructor, about this result rather than the submission "
+        "(answers not kept for the report, a result file renamed to avoid a collision)",
+    )
     cells: list[CellReport] = []
     timings: Timings
     versions: Versions

@@ -48,12 +48,21 @@ class Answer(_Strict):
     define it.
     """
 
-    cell: str | None = Field(None, description="tag (without 'answer:') of the cell after which to capture; default: the answer's name")
-    expression: str | None = Field(None, description="Python expression evaluated in the student's namespace; default: the answer's name")
-    model_weight: int | None = Field(None, ge=0, description=(
-        "this answer is a model's weight: get_weights()[model_weight] of every Keras model or layer in the namespace "
-        "is captured too, and a check computed from it passes if any model's weights explain the output (the student "
-        "may have named the model anything)"))
+    cell: str | None = Field(
+        None, description="tag (without 'answer:') of the cell after which to capture; default: the answer's name"
+    )
+    expression: str | None = Field(
+        None, description="Python expression evaluated in the student's namespace; default: the answer's name"
+    )
+    model_weight: int | None = Field(
+        None,
+        ge=0,
+        description=(
+            "this answer is a model's weight: get_weights()[model_weight] of every Keras model or layer in the namespace "
+            "is captured too, and a check computed from it passes if any model's weights explain the output (the student "
+            "may have named the model anything)"
+        ),
+    )
     description: str = ""
 
 
@@ -124,10 +133,14 @@ class Check(_Strict):
     points: float = Field(ge=0)
     kind: Literal["shape", "finite", "reference", "compute"]
     shape: list[int] | None = None
-    dtype: Literal["float", "integer", "bool"] | None = Field(None, description="kinds 'finite'/'compute': required dtype family")
+    dtype: Literal["float", "integer", "bool"] | None = Field(
+        None, description="kinds 'finite'/'compute': required dtype family"
+    )
     rtol: float | None = Field(None, ge=0)
     atol: float | None = Field(None, ge=0)
-    compute: Computation | None = Field(None, description="kind='compute': what to compute; kind='reference': how the solution's value is cross-checked")
+    compute: Computation | None = Field(
+        None, description="kind='compute': what to compute; kind='reference': how the solution's value is cross-checked"
+    )
     hint: str = Field("", description="shown when the check fails")
     diagnoses: list[Diagnosis] = []
 
@@ -159,7 +172,9 @@ class Spec(_Strict):
             raise ValueError(f"answer names must be Python identifiers: {bad}")
         for i, check in enumerate(self.checks):
             if check.answer not in names:
-                raise ValueError(f"checks[{i}] ({check.name!r}): unknown answer {check.answer!r}; answers are {sorted(names)}")
+                raise ValueError(
+                    f"checks[{i}] ({check.name!r}): unknown answer {check.answer!r}; answers are {sorted(names)}"
+                )
             for source in computation_sources(check.compute):
                 if isinstance(source, str) and not source.startswith(FILE_PREFIX) and source not in names:
                     raise ValueError(f"checks[{i}] ({check.name!r}): compute refers to unknown answer {source!r}")
@@ -172,8 +187,14 @@ class Spec(_Strict):
     def computation_files(self) -> list[str]:
         """Paths named as ``file:<path>`` in computations: grader-side data
         (not copied to the student unless also listed in ``data``)."""
-        return sorted({src[len(FILE_PREFIX):] for c in self.checks for src in computation_sources(c.compute)
-                       if isinstance(src, str) and src.startswith(FILE_PREFIX)})
+        return sorted(
+            {
+                src[len(FILE_PREFIX) :]
+                for c in self.checks
+                for src in computation_sources(c.compute)
+                if isinstance(src, str) and src.startswith(FILE_PREFIX)
+            }
+        )
 
     @property
     def max_score(self) -> float:

@@ -59,19 +59,33 @@ class GradebookExport:
     def notes(self) -> list[str]:
         lines = self.matching.notes()
         without_result = self.matching.without_result
-        lines += [f"{s.label}: the grader failed on this submission; grade left empty (regrade, then export again)"
-                  for s in self.ungraded if s not in without_result]
-        lines += [f"{s.label}: no numeric user_id, sis_id or login_id; Canvas can only match on the name"
-                  for s in self.unidentified]
+        lines += [
+            f"{s.label}: the grader failed on this submission; grade left empty (regrade, then export again)"
+            for s in self.ungraded
+            if s not in without_result
+        ]
+        lines += [
+            f"{s.label}: no numeric user_id, sis_id or login_id; Canvas can only match on the name"
+            for s in self.unidentified
+        ]
         return lines
 
 
-def canvas_csv(roster: Roster, matching: Matching, *, title: str, assignment_id: str | None = None,
-               points_possible: float | None = None) -> GradebookExport:
+def canvas_csv(
+    roster: Roster,
+    matching: Matching,
+    *,
+    title: str,
+    assignment_id: str | None = None,
+    points_possible: float | None = None,
+) -> GradebookExport:
     """The Canvas gradebook import file, one row per roster student in roster order."""
     column = f"{title} ({assignment_id})" if assignment_id else title
     worth = points_possible if points_possible is not None else _most_common_max_score(matching)
-    rows = [[*CANVAS_STUDENT_COLUMNS, column], [CANVAS_POINTS_ROW, "", "", "", "", "" if worth is None else points(worth)]]
+    rows = [
+        [*CANVAS_STUDENT_COLUMNS, column],
+        [CANVAS_POINTS_ROW, "", "", "", "", "" if worth is None else points(worth)],
+    ]
     ungraded, unidentified = [], []
     for student, graded in _rows(roster, matching):
         canvas_id = student.user_id if student.user_id.isdigit() else ""
@@ -80,13 +94,15 @@ def canvas_csv(roster: Roster, matching: Matching, *, title: str, assignment_id:
         grade = _grade(graded, points_possible)
         if grade == "":
             ungraded.append(student)
-        rows.append([student.name or "", canvas_id, student.sis_id or "", student.login_id or "",
-                     student.section or "", grade])
+        rows.append(
+            [student.name or "", canvas_id, student.sis_id or "", student.login_id or "", student.section or "", grade]
+        )
     return GradebookExport(_csv(rows), matching, ungraded, unidentified)
 
 
-def moodle_csv(roster: Roster, matching: Matching, *, title: str,
-               points_possible: float | None = None) -> GradebookExport:
+def moodle_csv(
+    roster: Roster, matching: Matching, *, title: str, points_possible: float | None = None
+) -> GradebookExport:
     """The Moodle "Import grades from CSV" file, one row per roster student in roster order."""
     rows = [[*MOODLE_STUDENT_COLUMNS, title, f"{title} (feedback)"]]
     ungraded = []
@@ -94,14 +110,29 @@ def moodle_csv(roster: Roster, matching: Matching, *, title: str,
         grade = _grade(graded, points_possible)
         if grade == "":
             ungraded.append(student)
-        rows.append([student.name or "", student.email or "", student.username or "", student.sis_id or "",
-                     student.user_id, grade, feedback(graded.result) if grade != "" else ""])
+        rows.append(
+            [
+                student.name or "",
+                student.email or "",
+                student.username or "",
+                student.sis_id or "",
+                student.user_id,
+                grade,
+                feedback(graded.result) if grade != "" else "",
+            ]
+        )
     return GradebookExport(_csv(rows), matching, ungraded)
 
 
-def export_canvas(results_dir: Path | str, roster: Roster | Path | str, out: Path | str, *,
-                  assignment_id: str | None = None, title: str | None = None,
-                  points_possible: float | None = None) -> GradebookExport:
+def export_canvas(
+    results_dir: Path | str,
+    roster: Roster | Path | str,
+    out: Path | str,
+    *,
+    assignment_id: str | None = None,
+    title: str | None = None,
+    points_possible: float | None = None,
+) -> GradebookExport:
     """Write the Canvas gradebook import CSV of a results folder to ``out``.
 
     ``title``: the assignment column's name (default: the assignment title in
@@ -113,14 +144,25 @@ def export_canvas(results_dir: Path | str, roster: Roster | Path | str, out: Pat
     results are in the returned report."""
     roster = roster if isinstance(roster, Roster) else load_roster(roster)
     matching = match_results(results_dir, roster)
-    export = canvas_csv(roster, matching, title=title or _title(matching, results_dir),
-                        assignment_id=assignment_id, points_possible=points_possible)
+    export = canvas_csv(
+        roster,
+        matching,
+        title=title or _title(matching, results_dir),
+        assignment_id=assignment_id,
+        points_possible=points_possible,
+    )
     export.out = write_export(out, export.text)
     return export
 
 
-def export_moodle(results_dir: Path | str, roster: Roster | Path | str, out: Path | str, *,
-                  title: str | None = None, points_possible: float | None = None) -> GradebookExport:
+def export_moodle(
+    results_dir: Path | str,
+    roster: Roster | Path | str,
+    out: Path | str,
+    *,
+    title: str | None = None,
+    points_possible: float | None = None,
+) -> GradebookExport:
     """Write the Moodle grade import CSV of a results folder to ``out``
     (arguments and errors as for :func:`export_canvas`)."""
     roster = roster if isinstance(roster, Roster) else load_roster(roster)

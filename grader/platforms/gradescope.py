@@ -131,9 +131,16 @@ def build_bundle(
         raise BundleError(f"no check named {', '.join(map(repr, unknown))} in {assignment.spec_path} (checks: {known})")
     key = reference_key(assignment)
     try:
-        config = BundleConfig(assignment=assignment.name, reference_key=key, inputs=_input_digests(assignment),
-                              built_with=current_versions(), built_at=_now(), visibility=visibility,
-                              stdout_visibility=stdout_visibility, test_visibility=test_visibility)
+        config = BundleConfig(
+            assignment=assignment.name,
+            reference_key=key,
+            inputs=_input_digests(assignment),
+            built_with=current_versions(),
+            built_at=_now(),
+            visibility=visibility,
+            stdout_visibility=stdout_visibility,
+            test_visibility=test_visibility,
+        )
     except ValidationError as exc:
         raise BundleError(f"invalid Gradescope settings: {exc}") from None
     references = load_references(assignment)  # built from the solution unless cached
@@ -178,8 +185,9 @@ def _copy_package(stage: Path) -> None:
     """The grader source as a pip-installable project: grader/, pyproject.toml, README.md."""
     missing = [name for name in PACKAGE_FILES if not (PROJECT / name).is_file()]
     if missing:
-        raise BundleError(f"{PROJECT} is not a source checkout of grader (missing {', '.join(missing)}): "
-                          "build the bundle from one")
+        raise BundleError(
+            f"{PROJECT} is not a source checkout of grader (missing {', '.join(missing)}): build the bundle from one"
+        )
     for name in PACKAGE_FILES:
         shutil.copyfile(PROJECT / name, stage / name)
     shutil.copytree(PROJECT / "grader", stage / "grader", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
@@ -236,11 +244,16 @@ def load_bundle(source: Path) -> Bundle:
     except (OSError, ValidationError) as exc:
         raise BundleError(f"{source / CONFIG_FILE}: not a usable bundle configuration: {exc}") from None
     assignment = load_assignment(config.assignment, root=source)
-    changed = [rel for rel, digest in config.inputs.items()
-               if not (assignment.folder / rel).is_file() or _sha256(assignment.folder / rel) != digest]
+    changed = [
+        rel
+        for rel, digest in config.inputs.items()
+        if not (assignment.folder / rel).is_file() or _sha256(assignment.folder / rel) != digest
+    ]
     if changed:
-        raise BundleError(f"{', '.join(changed)} in {assignment.folder} changed since the bundle was built, so its "
-                          "reference answers may be wrong: rebuild the bundle")
+        raise BundleError(
+            f"{', '.join(changed)} in {assignment.folder} changed since the bundle was built, so its "
+            "reference answers may be wrong: rebuild the bundle"
+        )
     folder = source / REFERENCES_DIR / config.assignment / config.reference_key[:32]
     references = read_entry(folder, config.reference_key)
     if references is None:
@@ -251,8 +264,11 @@ def load_bundle(source: Path) -> Bundle:
 def version_warnings(built: Versions, here: Versions) -> list[str]:
     """Differences between the versions that built the references and these
     (setup.sh pins them, so normally none)."""
-    return [f"the reference answers were built with {name} {getattr(built, name)}, this machine has {getattr(here, name)}"
-            for name in ("python", "numpy", "tensorflow", "keras") if getattr(built, name) != getattr(here, name)]
+    return [
+        f"the reference answers were built with {name} {getattr(built, name)}, this machine has {getattr(here, name)}"
+        for name in ("python", "numpy", "tensorflow", "keras")
+        if getattr(built, name) != getattr(here, name)
+    ]
 
 
 def run_autograder(root: Path = DEFAULT_ROOT, executor=None) -> dict:
@@ -280,16 +296,19 @@ def _grade_with(bundle: Bundle, root: Path, executor, start: float) -> dict:
     from grader.grading.grade import failure_result, grade, invalid_result
 
     submitters, submission = read_submission_metadata(root / "submission_metadata.json")
-    print(f"grader {current_versions().grader} from {Path(__file__).resolve().parents[1]}; assignment "
-          f"{bundle.assignment.name}, references {bundle.config.reference_key[:12]}")
+    print(
+        f"grader {current_versions().grader} from {Path(__file__).resolve().parents[1]}; assignment "
+        f"{bundle.assignment.name}, references {bundle.config.reference_key[:12]}"
+    )
     print("submitted by " + (", ".join(f"{u.get('name')} <{u.get('email')}>" for u in submitters) or "(no metadata)"))
     for warning in bundle.warnings:
         print(f"warning: {warning}")
     executor = executor or make_executor()  # the sandboxed default, as everywhere: the submission is untrusted
     notebook, problem = find_notebook(root / "submission", bundle.assignment.spec.template)
     if problem:
-        result = invalid_result(root / "submission", bundle.assignment, problem, executor.name,
-                                time.monotonic() - start)
+        result = invalid_result(
+            root / "submission", bundle.assignment, problem, executor.name, time.monotonic() - start
+        )
     else:
         try:
             result = grade(notebook, bundle.assignment, executor=executor, references=bundle.references)
@@ -311,7 +330,10 @@ def find_notebook(folder: Path, expected_name: str) -> tuple[Path | None, str | 
         return found[0], None
     if found:
         names = ", ".join(p.relative_to(folder).as_posix() for p in found)
-        return None, f"your submission has {len(found)} notebooks ({names}); submit exactly one notebook, the one to grade"
+        return (
+            None,
+            f"your submission has {len(found)} notebooks ({names}); submit exactly one notebook, the one to grade",
+        )
     others = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     seen = f" (it holds: {', '.join(others[:10])}{', ...' if len(others) > 10 else ''})" if others else " (it is empty)"
     return None, f"there is no Jupyter notebook (.ipynb file) in your submission{seen}; submit your {expected_name}"
@@ -336,8 +358,11 @@ def read_submission_metadata(path: Path) -> tuple[list[dict], dict]:
         return [], {}
     users = [{k: u.get(k) for k in ("name", "email", "id")} for u in data.get("users") or [] if isinstance(u, dict)]
     assignment = data.get("assignment") if isinstance(data.get("assignment"), dict) else {}
-    submission = {"id": data.get("id"), "created_at": data.get("created_at"),
-                  "assignment": {k: assignment.get(k) for k in ("id", "title", "due_date") if k in assignment}}
+    submission = {
+        "id": data.get("id"),
+        "created_at": data.get("created_at"),
+        "assignment": {k: assignment.get(k) for k in ("id", "title", "due_date") if k in assignment},
+    }
     return users, submission
 
 
@@ -345,8 +370,17 @@ def to_gradescope(result: Result, bundle: Bundle, submitters: list[dict], submis
     """Gradescope's results.json for a result: documented keys only, with the
     full result, the submitters and the bundle's identity in ``extra_data``."""
     config = bundle.config
-    tests = [{"name": t.name, "score": t.score, "max_score": t.max_score, "status": t.status, "output": t.output,
-              "visibility": config.visibility_of(t.name)} for t in result.tests]
+    tests = [
+        {
+            "name": t.name,
+            "score": t.score,
+            "max_score": t.max_score,
+            "status": t.status,
+            "output": t.output,
+            "visibility": config.visibility_of(t.name),
+        }
+        for t in result.tests
+    ]
     return {
         "score": result.score,
         "execution_time": 0,
@@ -357,8 +391,12 @@ def to_gradescope(result: Result, bundle: Bundle, submitters: list[dict], submis
         "extra_data": {
             "submitters": submitters,
             "submission": submission,
-            "grader": {"version": current_versions().grader, "package": str(Path(__file__).resolve().parents[1]),
-                       "reference_key": config.reference_key, "bundle_built_at": config.built_at},
+            "grader": {
+                "version": current_versions().grader,
+                "package": str(Path(__file__).resolve().parents[1]),
+                "reference_key": config.reference_key,
+                "bundle_built_at": config.built_at,
+            },
             "warnings": bundle.warnings,
             "result": result.model_dump(mode="json"),
         },
@@ -374,17 +412,24 @@ def student_summary(result: Result, config: BundleConfig) -> str:
     if len(shown) == len(result.tests) or result.status != "graded":
         return result.output
     other = len(result.tests) - len(shown)
-    return (f"{summary_text(shown, result.errors)}\n"
-            f"({other} more check{'s are' if other > 1 else ' is'} graded but not shown here.)")
+    return (
+        f"{summary_text(shown, result.errors)}\n"
+        f"({other} more check{'s are' if other > 1 else ' is'} graded but not shown here.)"
+    )
 
 
 def failure_results(exc: BaseException) -> dict:
     """results.json when the bundle itself is unusable: score 0 and the reason."""
     reason = f"{type(exc).__name__}: {exc}"
-    return {"score": 0.0, "execution_time": 0,
-            "output": f"The autograder could not grade this submission ({reason}). {AUTOGRADER_FAULT}",
-            "visibility": "visible", "stdout_visibility": "hidden", "tests": [],
-            "extra_data": {"error": "".join(traceback.format_exception(exc))}}
+    return {
+        "score": 0.0,
+        "execution_time": 0,
+        "output": f"The autograder could not grade this submission ({reason}). {AUTOGRADER_FAULT}",
+        "visibility": "visible",
+        "stdout_visibility": "hidden",
+        "tests": [],
+        "extra_data": {"error": "".join(traceback.format_exception(exc))},
+    }
 
 
 @contextmanager
@@ -410,12 +455,15 @@ def check_bundle(root: Path, executor_name: str | None = None) -> str:
 
     with make_executor(executor_name or "kernel") as executor, bundle_cache(root / "source"):
         bundle = load_bundle(root / "source")
-        result = grade(bundle.assignment.template_path, bundle.assignment, executor=executor,
-                       references=bundle.references)
+        result = grade(
+            bundle.assignment.template_path, bundle.assignment, executor=executor, references=bundle.references
+        )
     if result.status != "graded" or any(c.status == "died" for c in result.cells):
         raise BundleError(f"the template did not run in this image: {result.output}")
-    lines = [f"bundle ok: {bundle.assignment.name}, references {bundle.config.reference_key[:12]}, "
-             f"template graded {result.score:g} / {result.max_score:g} in {result.timings.total_s:.1f} s"]
+    lines = [
+        f"bundle ok: {bundle.assignment.name}, references {bundle.config.reference_key[:12]}, "
+        f"template graded {result.score:g} / {result.max_score:g} in {result.timings.total_s:.1f} s"
+    ]
     return "\n".join(lines + [f"warning: {w}" for w in bundle.warnings])
 
 
@@ -423,13 +471,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m grader.platforms.gradescope",
         description="Grade the submission in ROOT/submission with the autograder bundle unpacked in ROOT/source "
-                    "and write ROOT/results/results.json (what Gradescope's run_autograder runs).")
-    parser.add_argument("--root", type=Path, default=Path(os.environ.get("AUTOGRADER_ROOT") or DEFAULT_ROOT),
-                        help="Gradescope's /autograder (default: $AUTOGRADER_ROOT, else /autograder)")
-    parser.add_argument("--executor", choices=("kernel", "warm"), default="kernel",
-                        help="how the notebook runs (default: kernel, a fresh Jupyter kernel)")
-    parser.add_argument("--check", action="store_true",
-                        help="check the bundle instead: load it and grade its template (setup.sh runs this)")
+        "and write ROOT/results/results.json (what Gradescope's run_autograder runs).",
+    )
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=Path(os.environ.get("AUTOGRADER_ROOT") or DEFAULT_ROOT),
+        help="Gradescope's /autograder (default: $AUTOGRADER_ROOT, else /autograder)",
+    )
+    parser.add_argument(
+        "--executor",
+        choices=("kernel", "warm"),
+        default="kernel",
+        help="how the notebook runs (default: kernel, a fresh Jupyter kernel)",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="check the bundle instead: load it and grade its template (setup.sh runs this)",
+    )
     args = parser.parse_args(argv)
     if args.check:
         try:
@@ -595,11 +655,22 @@ def bundle_readme(assignment: Assignment, config: BundleConfig) -> str:
     overrides = "".join(f"\n    {name}: {v}" for name, v in sorted(config.test_visibility.items()))
     v = config.built_with
     return README.format(
-        title=spec.title, name=assignment.name, spec_version=spec.version, built_at=config.built_at,
-        grader=v.grader, python=v.python, tensorflow=v.tensorflow, keras=v.keras, numpy=v.numpy,
-        rss_mib=MEASURED_RSS_MIB, grader_mib=MEASURED_GRADER_MIB, kernel_mib=MEASURED_KERNEL_MIB,
-        notebook_timeout=spec.limits.notebook_timeout, cell_timeout=spec.limits.cell_timeout,
-        visibility=config.visibility, stdout_visibility=config.stdout_visibility,
+        title=spec.title,
+        name=assignment.name,
+        spec_version=spec.version,
+        built_at=config.built_at,
+        grader=v.grader,
+        python=v.python,
+        tensorflow=v.tensorflow,
+        keras=v.keras,
+        numpy=v.numpy,
+        rss_mib=MEASURED_RSS_MIB,
+        grader_mib=MEASURED_GRADER_MIB,
+        kernel_mib=MEASURED_KERNEL_MIB,
+        notebook_timeout=spec.limits.notebook_timeout,
+        cell_timeout=spec.limits.cell_timeout,
+        visibility=config.visibility,
+        stdout_visibility=config.stdout_visibility,
         test_visibility=f"\n  Checks with their own visibility:{overrides}" if overrides else "",
     )
 

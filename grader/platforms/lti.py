@@ -74,8 +74,9 @@ PROGRESS = {  # result status -> (activityProgress, gradingProgress)
 class Score(BaseModel):
     """An AGS Score; ``model_dump(by_alias=True, exclude_none=True)`` is the wire format."""
 
-    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True,
-                              allow_inf_nan=False, frozen=True)
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, populate_by_name=True, allow_inf_nan=False, frozen=True
+    )
 
     user_id: str = Field(description="the platform's LTI user id (the launch's sub)")
     score_given: float | None = Field(None, ge=0)
@@ -94,10 +95,15 @@ def score_for(graded: Graded) -> Score:
     result = graded.result
     activity, grading = PROGRESS[result.status]
     given = None if result.status == "error" else result.score
-    return Score(user_id=graded.student.user_id, score_given=given,
-                 score_maximum=None if given is None else result.max_score,
-                 activity_progress=activity, grading_progress=grading,
-                 timestamp=score_timestamp(result.graded_at), comment=feedback(result))
+    return Score(
+        user_id=graded.student.user_id,
+        score_given=given,
+        score_maximum=None if given is None else result.max_score,
+        activity_progress=activity,
+        grading_progress=grading,
+        timestamp=score_timestamp(result.graded_at),
+        comment=feedback(result),
+    )
 
 
 def build_scores(matching: Matching) -> list[Score]:
@@ -181,14 +187,26 @@ class PublishOutcome:
         return all(p.outcome == "accepted" for p in self.posted)
 
     def notes(self) -> list[str]:
-        lines = [f"{p.user_id}: {p.outcome}" + (f" (HTTP {p.status})" if p.status else "")
-                 + (f" after {p.attempts} attempts" if p.attempts > 1 else "") + (f": {p.detail}" if p.detail else "")
-                 for p in self.posted if p.outcome != "accepted"]
+        lines = [
+            f"{p.user_id}: {p.outcome}"
+            + (f" (HTTP {p.status})" if p.status else "")
+            + (f" after {p.attempts} attempts" if p.attempts > 1 else "")
+            + (f": {p.detail}" if p.detail else "")
+            for p in self.posted
+            if p.outcome != "accepted"
+        ]
         return (self.matching.notes() if self.matching else []) + lines
 
 
-def publish_lti(results_dir: Path | str, roster: Roster | Path | str, lineitem_url: str, token: str, *,
-                retry: RetryPolicy | None = None, allow_http: bool = False) -> PublishOutcome:
+def publish_lti(
+    results_dir: Path | str,
+    roster: Roster | Path | str,
+    lineitem_url: str,
+    token: str,
+    *,
+    retry: RetryPolicy | None = None,
+    allow_http: bool = False,
+) -> PublishOutcome:
     """Build the Scores of a results folder and POST them to the line item.
 
     The URL and the token are checked before anything is sent
@@ -201,8 +219,15 @@ def publish_lti(results_dir: Path | str, roster: Roster | Path | str, lineitem_u
     return report
 
 
-def publish_scores(scores: list[Score], lineitem_url: str, token: str, *, retry: RetryPolicy | None = None,
-                   allow_http: bool = False, sleep: Callable[[float], None] = time.sleep) -> PublishOutcome:
+def publish_scores(
+    scores: list[Score],
+    lineitem_url: str,
+    token: str,
+    *,
+    retry: RetryPolicy | None = None,
+    allow_http: bool = False,
+    sleep: Callable[[float], None] = time.sleep,
+) -> PublishOutcome:
     """POST each Score to ``<lineitem_url>/scores``, one after the other.
 
     When ``retry.give_up_after`` students in a row could not be delivered
@@ -215,14 +240,25 @@ def publish_scores(scores: list[Score], lineitem_url: str, token: str, *, retry:
     _check_token(token)
     retry = retry or RetryPolicy()
     opener = urllib.request.build_opener(_NoRedirect)
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": SCORE_MEDIA_TYPE,
-               "Accept": "application/json", "User-Agent": USER_AGENT}
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Content-Type": SCORE_MEDIA_TYPE,
+        "Accept": "application/json",
+        "User-Agent": USER_AGENT,
+    }
     posted: list[Posted] = []
     for score in scores:
-        recent = posted[-retry.give_up_after:]
+        recent = posted[-retry.give_up_after :]
         if len(recent) == retry.give_up_after and all(p.outcome == "failed" for p in recent):
-            posted.append(Posted(score.user_id, "failed", 0, None,
-                                 f"not sent: the previous {retry.give_up_after} students could not be delivered"))
+            posted.append(
+                Posted(
+                    score.user_id,
+                    "failed",
+                    0,
+                    None,
+                    f"not sent: the previous {retry.give_up_after} students could not be delivered",
+                )
+            )
         else:
             posted.append(_post(opener, url, headers, score, retry, sleep))
     return PublishOutcome(url=url, posted=[replace(p, detail=_scrub(p.detail, token)) for p in posted])
@@ -239,7 +275,9 @@ def scores_url(lineitem_url: str, *, allow_http: bool = False) -> str:
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise LmsError(f"line item URL {_safe_url(lineitem_url)!r}: not an http(s) URL")
     if parts.scheme == "http" and not allow_http and not _is_loopback(parts.hostname):
-        raise LmsError(f"line item URL {_safe_url(lineitem_url)!r}: plain http would send the token in clear text; use https")
+        raise LmsError(
+            f"line item URL {_safe_url(lineitem_url)!r}: plain http would send the token in clear text; use https"
+        )
     path = parts.path.rstrip("/")
     if path.endswith("/scores"):
         raise LmsError(f"line item URL {_safe_url(lineitem_url)!r}: give the line item URL, without /scores")
@@ -321,8 +359,10 @@ def _check_token(token: str) -> None:
     if not token or not token.strip():
         raise LmsError("no access token given")
     if not BEARER_TOKEN.fullmatch(token):  # never echo it: the message would leak it into logs
-        raise LmsError(f"the access token ({len(token)} characters) is not a bearer token: only letters, digits "
-                       "and -._~+/ (then =) are allowed; check it was copied whole, without quotes or spaces")
+        raise LmsError(
+            f"the access token ({len(token)} characters) is not a bearer token: only letters, digits "
+            "and -._~+/ (then =) are allowed; check it was copied whole, without quotes or spaces"
+        )
 
 
 def _is_loopback(host: str) -> bool:

@@ -63,9 +63,13 @@ class Matching:
 
     def notes(self) -> list[str]:
         """One line per thing an instructor should know about, for the terminal."""
-        lines = [f"no result for {s.label}: submission {s.submission!r} not in the results folder" for s in self.missing]
-        lines += [f"unreadable result {u.file.name}" + (f" ({u.student.label})" if u.student else "") + f": {u.reason}"
-                  for u in self.unreadable]
+        lines = [
+            f"no result for {s.label}: submission {s.submission!r} not in the results folder" for s in self.missing
+        ]
+        lines += [
+            f"unreadable result {u.file.name}" + (f" ({u.student.label})" if u.student else "") + f": {u.reason}"
+            for u in self.unreadable
+        ]
         lines += [f"result {p.name} matches no roster line; not exported" for p in self.unmatched]
         return lines
 
@@ -97,8 +101,10 @@ def match_results(results_dir: Path | str, roster: Roster | Path | str) -> Match
     matching.missing = [s for s in roster.students if s.key not in found and s.key not in unreadable]
     assignments = sorted({g.result.assignment.name for g in matching.graded})
     if len(assignments) > 1:
-        raise LmsError(f"{results_dir}: results of several assignments ({', '.join(assignments)}); "
-                       "export one assignment's results folder at a time")
+        raise LmsError(
+            f"{results_dir}: results of several assignments ({', '.join(assignments)}); "
+            "export one assignment's results folder at a time"
+        )
     return matching
 
 

@@ -131,8 +131,9 @@ def _header(path: Path, row: list[str] | None) -> list[str]:
         if not column:
             raise RosterError(f"{path}: line 1: column {position} has no name")
         if column not in COLUMNS:
-            raise RosterError(f"{path}: line 1: unknown column {row[position - 1].strip()!r} "
-                              f"(known: {', '.join(COLUMNS)})")
+            raise RosterError(
+                f"{path}: line 1: unknown column {row[position - 1].strip()!r} (known: {', '.join(COLUMNS)})"
+            )
         if columns.index(column) != position - 1:
             raise RosterError(f"{path}: line 1: column {column!r} appears twice")
     missing = [c for c in REQUIRED if c not in columns]
@@ -151,7 +152,7 @@ def _students(path: Path, reader, columns: list[str]) -> list[Student]:
         if len(row) > len(columns):
             raise RosterError(f"{path}: line {line}: {len(row)} fields but the header names {len(columns)}")
         try:
-            student = Student.model_validate(dict(zip(columns, row)) | {c: "" for c in columns[len(row):]})
+            student = Student.model_validate(dict(zip(columns, row)) | {c: "" for c in columns[len(row) :]})
         except ValidationError as exc:
             error = exc.errors()[0]
             raise RosterError(f"{path}: line {line}: column {error['loc'][0]!r}: {_message(error)}") from None

@@ -19,7 +19,10 @@ from grader.model.result import Result
 def print_check(result: Result, console: Console) -> None:
     """What passed, what failed and why, for a student at a terminal."""
     console.print(Text(f"{result.assignment.title}", style="bold"))
-    console.print(f"{result.submission.file}: ", Text(f"{result.score:g} / {result.max_score:g} points", style=_score_style(result)))
+    console.print(
+        f"{result.submission.file}: ",
+        Text(f"{result.score:g} / {result.max_score:g} points", style=_score_style(result)),
+    )
     console.print()
     for test in result.tests:
         mark, style = ("✓", "green") if test.status == "passed" else ("✗", "red")
@@ -71,13 +74,24 @@ def batch_progress(console: Console, total: int):
 
         def log(path: Path, result: Result) -> None:
             done[0] += 1
-            console.print(f"[{done[0]}/{total} {time.monotonic() - start:.1f}s] {path.name}: "
-                          f"{result.score:g}/{result.max_score:g} ({result.status})", highlight=False, markup=False)
+            console.print(
+                f"[{done[0]}/{total} {time.monotonic() - start:.1f}s] {path.name}: "
+                f"{result.score:g}/{result.max_score:g} ({result.status})",
+                highlight=False,
+                markup=False,
+            )
 
         yield log
         return
-    columns = [TextColumn("grading"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.description}")]
+    columns = [
+        TextColumn("grading"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        TextColumn("{task.description}"),
+    ]
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("", total=total)
 

@@ -88,7 +88,9 @@ def finite_range(*arrays: np.ndarray) -> tuple[float, float]:
     return (low, high) if high > low else (low - 0.5, high + 0.5)
 
 
-def image_panel(values: np.ndarray, title: str, label: str, vmin: float, vmax: float, *, difference: bool = False) -> str:
+def image_panel(
+    values: np.ndarray, title: str, label: str, vmin: float, vmax: float, *, difference: bool = False
+) -> str:
     """One image with its colour bar (``label`` names the quantity and its
     units) as a PNG data URI.  Axes are in the array's own row/column
     coordinates even when the image was reduced for display."""
@@ -97,9 +99,18 @@ def image_panel(values: np.ndarray, title: str, label: str, vmin: float, vmax: f
     wide = max(h, w) / max(min(h, w), 1) > 8  # a vector or a strip: fill the box instead
     fig, ax, cax = _panel(None if wide else h / w)
     # NaN/inf are drawn in a colour that no value has.
-    colormap = colormaps[DIFF_CMAP if difference else VALUES_CMAP].with_extremes(bad="#00c8ff" if difference else "#ff2a2a")
-    image = ax.imshow(np.where(np.isfinite(shown), shown, np.nan), cmap=colormap, vmin=vmin, vmax=vmax,
-                      interpolation="nearest", extent=(-0.5, w - 0.5, h - 0.5, -0.5), aspect="auto" if wide else "equal")
+    colormap = colormaps[DIFF_CMAP if difference else VALUES_CMAP].with_extremes(
+        bad="#00c8ff" if difference else "#ff2a2a"
+    )
+    image = ax.imshow(
+        np.where(np.isfinite(shown), shown, np.nan),
+        cmap=colormap,
+        vmin=vmin,
+        vmax=vmax,
+        interpolation="nearest",
+        extent=(-0.5, w - 0.5, h - 0.5, -0.5),
+        aspect="auto" if wide else "equal",
+    )
     finite = values[np.isfinite(values)]
     below, above = bool(finite.size and finite.min() < vmin), bool(finite.size and finite.max() > vmax)
     extend = {(True, True): "both", (True, False): "min", (False, True): "max"}.get((below, above), "neither")

@@ -46,8 +46,10 @@ MISTAKES = 15  # most common mistakes listed
 NAMED = 8  # students named per mistake
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 NO_ANSWERS = "No figures: the captured arrays were not saved (grade with `grader batch --keep-answers`)."
-STALE = ("This submission was graded against other reference answers than the ones drawn here (the solution, "
-         "the spec or a library version changed since); regrade it for figures that match the scores.")
+STALE = (
+    "This submission was graded against other reference answers than the ones drawn here (the solution, "
+    "the spec or a library version changed since); regrade it for figures that match the scores."
+)
 CSS = """
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Liberation Sans",sans-serif;color:#1d232b;
  background:#f4f6f8;margin:0}
@@ -80,8 +82,9 @@ th{background:#eef1f4}td.num{text-align:right;font-variant-numeric:tabular-nums;
 """
 
 
-def write_report(results_dir: Path, out: Path, assignment: Assignment,
-                 references: dict[str, np.ndarray] | None = None) -> Path:
+def write_report(
+    results_dir: Path, out: Path, assignment: Assignment, references: dict[str, np.ndarray] | None = None
+) -> Path:
     """Write a page per result in ``results_dir`` and the class page; returns
     the class page (``out/index.html``).  ``references`` default to the
     assignment's (built and cached on first use)."""
@@ -116,8 +119,14 @@ def write_report(results_dir: Path, out: Path, assignment: Assignment,
     return index
 
 
-def write_submission_report(result: Result, answers: dict[str, np.ndarray], references: dict[str, np.ndarray],
-                            out_html: Path, *, assignment: Assignment | None = None) -> Path:
+def write_submission_report(
+    result: Result,
+    answers: dict[str, np.ndarray],
+    references: dict[str, np.ndarray],
+    out_html: Path,
+    *,
+    assignment: Assignment | None = None,
+) -> Path:
     """One student's page.  ``answers``: the captured arrays by answer name
     (any may be missing).  Without ``assignment``, answers checked by a
     ``compute`` check get no expected image (their computation is in the spec)."""
@@ -127,6 +136,7 @@ def write_submission_report(result: Result, answers: dict[str, np.ndarray], refe
 
 
 # --- reading a results folder ---------------------------------------------------
+
 
 def load_results(results_dir: Path) -> tuple[dict[str, Result], list[str]]:
     """The results of a batch by file stem, in name order, and the names of
@@ -143,7 +153,9 @@ def load_results(results_dir: Path) -> tuple[dict[str, Result], list[str]]:
     return results, unreadable
 
 
-def load_answer_arrays(path: Path, max_bytes: int, names: Collection[str] | None = None) -> tuple[dict[str, np.ndarray], list[str]]:
+def load_answer_arrays(
+    path: Path, max_bytes: int, names: Collection[str] | None = None
+) -> tuple[dict[str, np.ndarray], list[str]]:
     """The real-valued arrays of an answers file (``np.savez``), only those in
     ``names`` if given, each at most ``max_bytes`` once decompressed, never
     unpickled; and what was skipped, in words.  A missing file is no arrays
@@ -191,6 +203,7 @@ def page_name(stem: str) -> str:
 
 # --- what each answer is compared with ------------------------------------------
 
+
 @dataclass(frozen=True)
 class Drawing:
     """A student's array and what it should have been, for the images."""
@@ -207,8 +220,9 @@ class _NotSaved(LookupError):
     pass
 
 
-def comparisons(result: Result, answers: dict[str, np.ndarray], references: dict[str, np.ndarray],
-                assignment: Assignment | None) -> dict[str, Drawing]:
+def comparisons(
+    result: Result, answers: dict[str, np.ndarray], references: dict[str, np.ndarray], assignment: Assignment | None
+) -> dict[str, Drawing]:
     """By answer name: every answer with a ``reference`` or ``compute`` check
     whose array is in ``answers``, with what that check compared it against."""
     checks = {c.name: c for c in assignment.spec.checks} if assignment else {}
@@ -219,23 +233,38 @@ def comparisons(result: Result, answers: dict[str, np.ndarray], references: dict
             continue
         if test.kind == "reference":
             if test.answer in references:
-                found[test.answer] = Drawing(test.answer, student, references[test.answer],
-                                                "the reference solution", from_references=True)
+                found[test.answer] = Drawing(
+                    test.answer, student, references[test.answer], "the reference solution", from_references=True
+                )
             else:
-                found[test.answer] = Drawing(test.answer, student, None, problem="There is no reference answer to compare with.")
+                found[test.answer] = Drawing(
+                    test.answer, student, None, problem="There is no reference answer to compare with."
+                )
             continue
         check = checks.get(test.name)
         if check is None or check.compute is None:
-            found[test.answer] = Drawing(test.answer, student, None, problem="The expected values are computed from "
-                                            "your other answers; the assignment is needed to compute them.")
+            found[test.answer] = Drawing(
+                test.answer,
+                student,
+                None,
+                problem="The expected values are computed from "
+                "your other answers; the assignment is needed to compute them.",
+            )
             continue
-        inputs = [s for s in (getattr(check.compute, k, None) for k in ("input", "kernel", "bias"))
-                  if isinstance(s, str) and not s.startswith(FILE_PREFIX)]
+        inputs = [
+            s
+            for s in (getattr(check.compute, k, None) for k in ("input", "kernel", "bias"))
+            if isinstance(s, str) and not s.startswith(FILE_PREFIX)
+        ]
         try:
             expected = evaluate(check.compute, _resolver(answers, assignment.folder))
         except (_NotSaved, ComputeError, OSError, ValueError) as exc:
-            found[test.answer] = Drawing(test.answer, student, None,
-                                            problem=f"The expected values could not be computed from your answers: {exc}.")
+            found[test.answer] = Drawing(
+                test.answer,
+                student,
+                None,
+                problem=f"The expected values could not be computed from your answers: {exc}.",
+            )
             continue
         found[test.answer] = Drawing(test.answer, student, expected, "computed from your " + _and(inputs))
     return found
@@ -248,7 +277,7 @@ def _and(names: list[str]) -> str:
 def _resolver(answers: dict[str, np.ndarray], folder: Path):
     def resolve(source: str) -> np.ndarray:
         if source.startswith(FILE_PREFIX):
-            return np.load(folder / source[len(FILE_PREFIX):], allow_pickle=False)
+            return np.load(folder / source[len(FILE_PREFIX) :], allow_pickle=False)
         if source not in answers:
             raise _NotSaved(f"{source} was not captured")
         return answers[source]
@@ -258,8 +287,15 @@ def _resolver(answers: dict[str, np.ndarray], folder: Path):
 
 # --- the student's page ---------------------------------------------------------
 
-def submission_page(result: Result, answers: dict[str, np.ndarray], references: dict[str, np.ndarray],
-                    assignment: Assignment | None, notes: list[str], images: dict) -> str:
+
+def submission_page(
+    result: Result,
+    answers: dict[str, np.ndarray],
+    references: dict[str, np.ndarray],
+    assignment: Assignment | None,
+    notes: list[str],
+    images: dict,
+) -> str:
     """The HTML of one student's page.  ``notes``: remarks shown under the
     score; ``images``: a cache of expected-value images shared between pages."""
     drawn = comparisons(result, answers, references, assignment)
@@ -272,15 +308,18 @@ def submission_page(result: Result, answers: dict[str, np.ndarray], references: 
         f"<h1>{_e(result.submission.file)}</h1>",
         f'<p><span class="score {_score_class(result)}">{result.score:g} / {result.max_score:g} points</span> '
         f'<span class="muted">{_e(result.status)} · graded {_e(result.graded_at)} · {result.timings.total_s:.1f} s</span></p>',
-        f'<p>{_e(result.output)}</p>',
+        f"<p>{_e(result.output)}</p>",
     ]
     if result.errors:
-        body.append('<div class="card"><h3>Problems while running the notebook</h3><ul>'
-                    + "".join(f"<li>{_e(e)}</li>" for e in result.errors) + "</ul></div>")
+        body.append(
+            '<div class="card"><h3>Problems while running the notebook</h3><ul>'
+            + "".join(f"<li>{_e(e)}</li>" for e in result.errors)
+            + "</ul></div>"
+        )
     body += [f'<p class="warning">{_e(n)}</p>' for n in notes if n == STALE]
     body += [f'<p class="muted">{_e(n)}</p>' for n in notes if n != STALE]
     for answer, tests in groups.items():
-        body.append(f'<h2>{_e(answer)}</h2>')
+        body.append(f"<h2>{_e(answer)}</h2>")
         if descriptions.get(answer):
             body.append(f'<p class="muted">{_e(descriptions[answer])}</p>')
         body += [_check_html(t) for t in tests]
@@ -298,14 +337,20 @@ def _check_html(test: CheckResult) -> str:
             lines.append(f"<p>{_e(part.text)}</p>")
         else:
             lines.append(f'<p class="{part.kind}"><strong>{_e(part.label)}:</strong> {_e(part.text)}</p>')
-    details = [("expected", test.expected), ("found", test.found), ("captured", test.captured),
-               ("largest difference", None if test.max_abs_error is None else f"{test.max_abs_error:.4g}"),
-               ("values outside tolerance", None if test.mismatch_fraction is None else f"{test.mismatch_fraction:.1%}")]
+    details = [
+        ("expected", test.expected),
+        ("found", test.found),
+        ("captured", test.captured),
+        ("largest difference", None if test.max_abs_error is None else f"{test.max_abs_error:.4g}"),
+        ("values outside tolerance", None if test.mismatch_fraction is None else f"{test.mismatch_fraction:.1%}"),
+    ]
     dl = "".join(f"<dt>{k}</dt><dd>{_e(v)}</dd>" for k, v in details if v is not None)
-    return (f'<section class="card check {"passed" if passed else "failed"}"><header>'
-            f'<span class="verdict">{"✓ passed" if passed else "✗ failed"}</span><h3>{_e(test.name)}</h3>'
-            f'<span class="points">{test.score:g} / {test.max_score:g} points</span></header>'
-            f'<div class="feedback">{"".join(lines)}</div>{f"<dl>{dl}</dl>" if dl else ""}</section>')
+    return (
+        f'<section class="card check {"passed" if passed else "failed"}"><header>'
+        f'<span class="verdict">{"✓ passed" if passed else "✗ failed"}</span><h3>{_e(test.name)}</h3>'
+        f'<span class="points">{test.score:g} / {test.max_score:g} points</span></header>'
+        f'<div class="feedback">{"".join(lines)}</div>{f"<dl>{dl}</dl>" if dl else ""}</section>'
+    )
 
 
 def _images_html(c: Drawing, metrics: CheckResult | None, images: dict) -> str:
@@ -316,8 +361,9 @@ def _images_html(c: Drawing, metrics: CheckResult | None, images: dict) -> str:
     if c.expected is None or c.expected.size == 0:
         low, high = figures.finite_range(yours.values)
         panel = figures.image_panel(yours.values, "yours", "value", low, high)
-        return _figures([(panel, _caption("Yours", c.answer, c.student, yours))],
-                        c.problem or "The expected array is empty.")
+        return _figures(
+            [(panel, _caption("Yours", c.answer, c.student, yours))], c.problem or "The expected array is empty."
+        )
     expected = figures.plane(c.expected)
     low, high = figures.finite_range(expected.values)
     if c.from_references:  # the same for every student: drawn once per report
@@ -327,19 +373,24 @@ def _images_html(c: Drawing, metrics: CheckResult | None, images: dict) -> str:
         expected_png = images[key]
     else:
         expected_png = figures.image_panel(expected.values, "expected", "value", low, high)
-    panels = [(figures.image_panel(yours.values, "yours", "value", low, high), _caption("Yours", c.answer, c.student, yours)),
-              (expected_png, _caption(f"Expected ({c.expected_label})", c.answer, c.expected, expected))]
+    panels = [
+        (figures.image_panel(yours.values, "yours", "value", low, high), _caption("Yours", c.answer, c.student, yours)),
+        (expected_png, _caption(f"Expected ({c.expected_label})", c.answer, c.expected, expected)),
+    ]
     if c.student.shape != c.expected.shape:
-        why = (f"The difference cannot be computed: your {c.answer} has shape {describe_shape(c.student.shape)}, "
-               f"the expected one {describe_shape(c.expected.shape)}, so their elements do not correspond.")
+        why = (
+            f"The difference cannot be computed: your {c.answer} has shape {describe_shape(c.student.shape)}, "
+            f"the expected one {describe_shape(c.expected.shape)}, so their elements do not correspond."
+        )
         return _figures(panels, why, "Both images use the expected values' colour scale.")
     with np.errstate(invalid="ignore", over="ignore"):
         diff = np.abs(yours.values - expected.values)
     finite = diff[np.isfinite(diff)]
     top = float(finite.max()) if finite.size else 0.0
     title = "no difference" if top == 0 and finite.size == diff.size else "|yours − expected|"
-    panel = figures.image_panel(diff, title, "|difference| (value units)",
-                                0.0, top if top > 0 else 1.0, difference=True)
+    panel = figures.image_panel(
+        diff, title, "|difference| (value units)", 0.0, top if top > 0 else 1.0, difference=True
+    )
     caption = f"Largest difference in this slice: {top:.4g}"
     if finite.size < diff.size:
         caption += f"; {diff.size - finite.size} NaN/inf elements (in blue)"
@@ -356,14 +407,17 @@ def _caption(who: str, answer: str, array: np.ndarray, shown: figures.Plane) -> 
 
 
 def _figures(panels: list[tuple[str, str]], missing: str | None, note: str | None = None) -> str:
-    items = [f'<figure><img src="{_e(uri)}" alt="{_e(caption)}"><figcaption>{_e(caption)}</figcaption></figure>'
-             for uri, caption in panels]
+    items = [
+        f'<figure><img src="{_e(uri)}" alt="{_e(caption)}"><figcaption>{_e(caption)}</figcaption></figure>'
+        for uri, caption in panels
+    ]
     if missing:
         items.append(f'<figure><div class="nodiff">{_e(missing)}</div></figure>')
     return f'<div class="images">{"".join(items)}</div>' + (f'<p class="muted">{_e(note)}</p>' if note else "")
 
 
 # --- the class page -------------------------------------------------------------
+
 
 @dataclass
 class Mistake:
@@ -413,34 +467,62 @@ def class_page(results: dict[str, Result], pages: dict[str, str], unreadable: li
     spec = assignment.spec
     scores = [r.score for r in results.values()]
     stats = class_stats(results.values(), spec.max_score, [c.name for c in spec.checks])
-    link = {stem: f'<a href="{_e(quote(pages[stem], safe=""))}">{_e(r.submission.file)}</a>' for stem, r in results.items()}
-    body = [f"<h1>{_e(spec.title)}</h1>",
-            f'<p class="muted">{_e(assignment.name)} {_e(spec.version)} · {len(results)} result(s)</p>']
+    link = {
+        stem: f'<a href="{_e(quote(pages[stem], safe=""))}">{_e(r.submission.file)}</a>' for stem, r in results.items()
+    }
+    body = [
+        f"<h1>{_e(spec.title)}</h1>",
+        f'<p class="muted">{_e(assignment.name)} {_e(spec.version)} · {len(results)} result(s)</p>',
+    ]
     if scores:
-        body += [f'<p class="card">Mean {stats.mean:.2f}, median {stats.median:g} of '
-                 f'{spec.max_score:g} points · {stats.full_marks} full marks · {stats.partial} partial · '
-                 f'{stats.zero} zero · {stats.not_gradable} not gradable</p>',
-                 f'<img class="hist" src="{figures.score_histogram(scores, spec.max_score)}" '
-                 f'alt="Histogram of the scores of {len(scores)} submissions">']
+        body += [
+            f'<p class="card">Mean {stats.mean:.2f}, median {stats.median:g} of '
+            f"{spec.max_score:g} points · {stats.full_marks} full marks · {stats.partial} partial · "
+            f"{stats.zero} zero · {stats.not_gradable} not gradable</p>",
+            f'<img class="hist" src="{figures.score_histogram(scores, spec.max_score)}" '
+            f'alt="Histogram of the scores of {len(scores)} submissions">',
+        ]
     body += ["<h2>Pass rate per check</h2>", _pass_rates(stats, assignment)]
     mistakes = common_mistakes(results, assignment)[:MISTAKES]
     body.append("<h2>Most common mistakes</h2>")
     rows = []
     for m in mistakes:
-        named = ", ".join(link[s] for s in m.students[:NAMED]) + (f" and {len(m.students) - NAMED} more" if len(m.students) > NAMED else "")
-        rows.append(f'<tr><td>{_e(m.text)}</td><td class="num">{len(m.students)}</td>'
-                    f'<td>{"<br>".join(_e(c) for c in m.checks)}</td><td>{named}</td></tr>')
+        named = ", ".join(link[s] for s in m.students[:NAMED]) + (
+            f" and {len(m.students) - NAMED} more" if len(m.students) > NAMED else ""
+        )
+        rows.append(
+            f'<tr><td>{_e(m.text)}</td><td class="num">{len(m.students)}</td>'
+            f"<td>{'<br>'.join(_e(c) for c in m.checks)}</td><td>{named}</td></tr>"
+        )
     body.append(_table(["mistake", "students", "checks failed", "who"], rows) if rows else "<p>No failed checks.</p>")
     slowest = sorted(results, key=lambda s: -results[s].timings.total_s)[:SLOWEST]
-    body += ["<h2>Slowest notebooks</h2>", _table(["submission", "total s", "executing s", "status"], [
-        f'<tr><td>{link[s]}</td><td class="num">{results[s].timings.total_s:.2f}</td>'
-        f'<td class="num">{results[s].timings.execute_s:.2f}</td><td>{_e(results[s].status)}</td></tr>' for s in slowest])]
-    body += ["<h2>All submissions</h2>", _table(["submission", "score", "status", "failed checks", "first problem"], [
-        f'<tr><td>{link[s]}</td><td class="num">{r.score:g} / {r.max_score:g}</td><td>{_e(r.status)}</td>'
-        f'<td class="num">{sum(t.status == "failed" for t in r.tests)}</td><td>{_e(r.errors[0] if r.errors else "")}</td></tr>'
-        for s, r in results.items()])]
+    body += [
+        "<h2>Slowest notebooks</h2>",
+        _table(
+            ["submission", "total s", "executing s", "status"],
+            [
+                f'<tr><td>{link[s]}</td><td class="num">{results[s].timings.total_s:.2f}</td>'
+                f'<td class="num">{results[s].timings.execute_s:.2f}</td><td>{_e(results[s].status)}</td></tr>'
+                for s in slowest
+            ],
+        ),
+    ]
+    body += [
+        "<h2>All submissions</h2>",
+        _table(
+            ["submission", "score", "status", "failed checks", "first problem"],
+            [
+                f'<tr><td>{link[s]}</td><td class="num">{r.score:g} / {r.max_score:g}</td><td>{_e(r.status)}</td>'
+                f'<td class="num">{sum(t.status == "failed" for t in r.tests)}</td><td>{_e(r.errors[0] if r.errors else "")}</td></tr>'
+                for s, r in results.items()
+            ],
+        ),
+    ]
     if unreadable:
-        body += ["<h2>Unreadable result files</h2>", "<ul>" + "".join(f"<li>{_e(n)}</li>" for n in unreadable) + "</ul>"]
+        body += [
+            "<h2>Unreadable result files</h2>",
+            "<ul>" + "".join(f"<li>{_e(n)}</li>" for n in unreadable) + "</ul>",
+        ]
     return _page(f"{spec.title}: class report", "\n".join(body))
 
 
@@ -449,13 +531,16 @@ def _pass_rates(stats: ClassStats, assignment: Assignment) -> str:
     rows = []
     for name, check in stats.checks.items():
         rate = check.rate or 0.0
-        rows.append(f'<tr><td>{_e(name)}</td><td class="num">{points.get(name, 0):g}</td>'
-                    f'<td class="num">{check.passed} / {check.of}</td><td class="num">{rate:.0%}</td>'
-                    f'<td><div class="bar" title="{rate:.0%}"><span style="width:{rate * 100:.1f}%"></span></div></td></tr>')
+        rows.append(
+            f'<tr><td>{_e(name)}</td><td class="num">{points.get(name, 0):g}</td>'
+            f'<td class="num">{check.passed} / {check.of}</td><td class="num">{rate:.0%}</td>'
+            f'<td><div class="bar" title="{rate:.0%}"><span style="width:{rate * 100:.1f}%"></span></div></td></tr>'
+        )
     return _table(["check", "points", "passed", "rate", ""], rows)
 
 
 # --- HTML helpers ----------------------------------------------------------------
+
 
 def _e(text) -> str:
     return html.escape(str(text), quote=True)
@@ -471,10 +556,12 @@ def _table(headers: list[str], rows: list[str]) -> str:
 
 
 def _page(title: str, body: str) -> str:
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
-            f"<title>{_e(title)}</title><style>{CSS}</style></head>\n<body><main>\n{body}\n</main></body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+        f"<title>{_e(title)}</title><style>{CSS}</style></head>\n<body><main>\n{body}\n</main></body></html>\n"
+    )
 
 
 def _write(path: Path, text: str) -> None:

@@ -155,8 +155,12 @@ their variable names."""
 EXERCISES = [
     (EX1, "img_tensor", EX1_CODE, "# Exercise 1: your code here (store the tensor in img_tensor)\n"),
     (EX2, "pooled_output", EX2_CODE, "# Exercise 2: your code here (store the prediction in pooled_output)\n"),
-    (EX3, "edges_output", EX3_CODE,
-     "# Exercise 3: your code here (write the kernel `sobel` yourself, then store the prediction in edges_output)\n"),
+    (
+        EX3,
+        "edges_output",
+        EX3_CODE,
+        "# Exercise 3: your code here (write the kernel `sobel` yourself, then store the prediction in edges_output)\n",
+    ),
 ]
 
 
@@ -167,13 +171,18 @@ def build(solution: bool):
     ]
     for i, (text, name, code, stub) in enumerate(EXERCISES, start=1):
         cells.append(new_markdown_cell(text, id=f"edges-ex{i}"))
-        cells.append(new_code_cell(code if solution else stub, id=f"edges-ex{i}-answer", metadata={"tags": [f"answer:{name}"]}))
+        cells.append(
+            new_code_cell(code if solution else stub, id=f"edges-ex{i}-answer", metadata={"tags": [f"answer:{name}"]})
+        )
     cells.append(new_markdown_cell(OUTRO, id="edges-submit"))
-    return new_notebook(cells=cells, metadata={
-        "grader": {"assignment": "edges"},
-        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-        "language_info": {"name": "python"},
-    })
+    return new_notebook(
+        cells=cells,
+        metadata={
+            "grader": {"assignment": "edges"},
+            "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+            "language_info": {"name": "python"},
+        },
+    )
 
 
 def index_of(nb, tag):
@@ -193,13 +202,20 @@ FIXTURE_BUILDERS = {
     # forgot strides=(2, 2): the window visits every position
     "no_strides": lambda nb: edit(nb, "answer:edges_output", "strides=(2, 2), padding='valid'", "padding='valid'"),
     "same_padding": lambda nb: edit(nb, "answer:edges_output", "padding='valid'", "padding='same'"),
-    "sobel_on_original_image": lambda nb: edit(nb, "answer:edges_output", "edge_model.predict(pooled_output", "edge_model.predict(img_tensor"),
+    "sobel_on_original_image": lambda nb: edit(
+        nb, "answer:edges_output", "edge_model.predict(pooled_output", "edge_model.predict(img_tensor"
+    ),
     # rows written as columns: the vertical Sobel kernel S_y
-    "transposed_kernel": lambda nb: edit(nb, "answer:edges_output", SOBEL,
-                                         "[[-1, -2, -1],\n                  [ 0,  0,  0],\n                  [ 1,  2,  1]]"),
+    "transposed_kernel": lambda nb: edit(
+        nb,
+        "answer:edges_output",
+        SOBEL,
+        "[[-1, -2, -1],\n                  [ 0,  0,  0],\n                  [ 1,  2,  1]]",
+    ),
     # the textbook convolution's flipped kernel, which Keras' cross-correlation does not need
-    "negated_kernel": lambda nb: edit(nb, "answer:edges_output", SOBEL,
-                                      "[[1, 0, -1],\n                  [2, 0, -2],\n                  [1, 0, -1]]"),
+    "negated_kernel": lambda nb: edit(
+        nb, "answer:edges_output", SOBEL, "[[1, 0, -1],\n                  [2, 0, -2],\n                  [1, 0, -1]]"
+    ),
 }
 
 

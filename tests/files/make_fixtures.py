@@ -71,10 +71,30 @@ def error_in_unrelated_cell(nb):
 
 
 def tf_tensor_outputs(nb):
-    edit(nb, "answer:img_tensor", "img_tensor = img.reshape((1, 512, 512, 1))", "img_tensor = tf.reshape(img, (1, 512, 512, 1))")
-    edit(nb, "answer:random_output", "random_output = model.predict(img_tensor, verbose=0)", "random_output = model(img_tensor)")
-    edit(nb, "answer:average_output", "average_output = model.predict(img_tensor, verbose=0)", "average_output = model(img_tensor)")
-    edit(nb, "answer:same_output", "same_output = model.predict(img_tensor, verbose=0)", "same_output = model(img_tensor)")
+    edit(
+        nb,
+        "answer:img_tensor",
+        "img_tensor = img.reshape((1, 512, 512, 1))",
+        "img_tensor = tf.reshape(img, (1, 512, 512, 1))",
+    )
+    edit(
+        nb,
+        "answer:random_output",
+        "random_output = model.predict(img_tensor, verbose=0)",
+        "random_output = model(img_tensor)",
+    )
+    edit(
+        nb,
+        "answer:average_output",
+        "average_output = model.predict(img_tensor, verbose=0)",
+        "average_output = model(img_tensor)",
+    )
+    edit(
+        nb,
+        "answer:same_output",
+        "same_output = model.predict(img_tensor, verbose=0)",
+        "same_output = model(img_tensor)",
+    )
     return nb
 
 
@@ -94,10 +114,16 @@ def answer_cell_turned_markdown(nb):
 def cells_inserted_deleted_reordered(nb):
     # delete the introduction and the closing advice, add notes and a plot,
     # move the exercise texts after their code
-    nb.cells = [c for c in nb.cells if not (c.cell_type == "markdown" and c.source.startswith(("# Filtering", "## Before")))]
+    nb.cells = [
+        c for c in nb.cells if not (c.cell_type == "markdown" and c.source.startswith(("# Filtering", "## Before")))
+    ]
     insert_after(nb, "setup", "import matplotlib.pyplot as plt\nplt.imshow(img, cmap='gray')\nplt.title('original')")
-    insert_after(nb, "answer:average_output", "plt.imshow(average_output[0, :, :, 0], cmap='gray')\nplt.title('blurred')")
-    insert_after(nb, "answer:average_output", "My notes: the blur sums 9 pixels, so values go up to 9 * 255.", markdown=True)
+    insert_after(
+        nb, "answer:average_output", "plt.imshow(average_output[0, :, :, 0], cmap='gray')\nplt.title('blurred')"
+    )
+    insert_after(
+        nb, "answer:average_output", "My notes: the blur sums 9 pixels, so values go up to 9 * 255.", markdown=True
+    )
     markdown = [i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and c.source.startswith("## Exercise")]
     for i in markdown:  # swap each exercise text with the code cell after it
         nb.cells[i], nb.cells[i + 1] = nb.cells[i + 1], nb.cells[i]
@@ -112,9 +138,17 @@ def name_reused_later(nb):
 
 
 def magics_and_plots(nb):
-    insert_after(nb, "setup", "%matplotlib inline\nimport matplotlib.pyplot as plt\n!echo checking the image\nplt.imshow(img, cmap='gray')\nplt.show()")
+    insert_after(
+        nb,
+        "setup",
+        "%matplotlib inline\nimport matplotlib.pyplot as plt\n!echo checking the image\nplt.imshow(img, cmap='gray')\nplt.show()",
+    )
     edit(nb, "answer:average_output", "average_output = model.predict", "%time average_output = model.predict")
-    insert_after(nb, "answer:same_output", "fig, axes = plt.subplots(1, 2)\naxes[0].imshow(img, cmap='gray')\naxes[1].imshow(same_output[0, :, :, 0], cmap='gray')\nplt.show()")
+    insert_after(
+        nb,
+        "answer:same_output",
+        "fig, axes = plt.subplots(1, 2)\naxes[0].imshow(img, cmap='gray')\naxes[1].imshow(same_output[0, :, :, 0], cmap='gray')\nplt.show()",
+    )
     return nb
 
 
@@ -185,7 +219,9 @@ def main():
     nbformat.write(load(TEMPLATE), FIXTURES / "empty_template.ipynb")
     text = (FIXTURES / "correct.ipynb").read_text()
     (FIXTURES / "truncated_json.ipynb").write_text(text[: len(text) // 2])
-    (FIXTURES / "not_a_notebook.ipynb").write_bytes(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>\nendobj\n")
+    (FIXTURES / "not_a_notebook.ipynb").write_bytes(
+        b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>\nendobj\n"
+    )
     for name, builder in EXAMPLE_BUILDERS.items():
         nbformat.write(variant(builder), EXAMPLES / f"{name}.ipynb")
     nbformat.write(unfinished(load(TEMPLATE)), EXAMPLES / "erin_unfinished.ipynb")
