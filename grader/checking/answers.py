@@ -19,13 +19,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from grader.execution.base import FINAL_POINT, ExecutionRecord, point_name
+from grader.execution.capture import MAX_MODELS as MAX_CANDIDATES  # no more than the capture module writes
+from grader.execution.capture import NUMERIC_KINDS
 from grader.execution.plan import ExecutionPlan
 from grader.execution.untrusted import UnsafeFile, open_dir, open_regular
 
 AnswerStatus = Literal["ok", "missing", "unsupported", "too_large", "invalid", "not_run"]
 MANIFEST_LIMIT = 1 << 20
-MAX_CANDIDATES = 8  # as many as the capture module writes (capture.MAX_MODELS)
-NUMERIC_KINDS = "biuf"
 
 
 class _ManifestEntry(BaseModel):
