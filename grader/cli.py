@@ -377,8 +377,10 @@ def cmd_export(args) -> int:
 
 def cmd_publish(args) -> int:
     from grader.platforms.lti import publish_lti
+    from grader.settings import load_settings
 
-    token = args.token or os.environ.get("GRADER_LTI_TOKEN")
+    configured = load_settings().lti_token
+    token = args.token or (configured.get_secret_value() if configured else None)
     if not token:
         raise GraderError("no token: pass --token or set GRADER_LTI_TOKEN")
     report = publish_lti(args.results, args.roster, args.lineitem, token)

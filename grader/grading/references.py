@@ -32,13 +32,13 @@ CACHE_FORMAT = "1"
 PINNED_KEY_FILE = "reference-key"  # in <cache>/<assignment>/: the key of shipped references (no solution present)
 
 
-def reference_key(assignment: Assignment) -> str:
+def reference_key(assignment: Assignment, cache_dir: Path | None = None) -> str:
     """Content key of the references.  Where the solution is not present (a
     Gradescope bundle ships prebuilt references instead), the key pinned next
-    to the shipped references is used."""
+    to the shipped references in ``cache_dir`` (default: the settings') is used."""
     h = hashlib.sha256(f"grader-references-{CACHE_FORMAT}\n".encode())
     if not assignment.solution_path.is_file():
-        pinned = cache_root() / assignment.name / PINNED_KEY_FILE
+        pinned = (cache_dir or cache_root()) / assignment.name / PINNED_KEY_FILE
         if pinned.is_file():
             return pinned.read_text(encoding="utf-8").strip()
         raise SolutionError(f"reference solution not found: {assignment.solution_path}")
@@ -49,12 +49,18 @@ def reference_key(assignment: Assignment) -> str:
 
 
 def load_references(
-    assignment: Assignment, executor: Executor | None = None, rebuild: bool = False, key: str | None = None
+    assignment: Assignment,
+    executor: Executor | None = None,
+    rebuild: bool = False,
+    key: str | None = None,
+    cache_dir: Path | None = None,
 ) -> dict[str, np.ndarray]:
-    """The solution's answers by name, from the cache or freshly built
-    (``key``: the :func:`reference_key` if the caller has it already)."""
-    key = key or reference_key(assignment)
-    folder = cache_root() / assignment.name / key[:32]
+    """The solution's answers by name, from the cache (``cache_dir``, default:
+    the settings') or freshly built (``key``: the :func:`reference_key` if the
+    caller has it already)."""
+    cache_dir = cache_dir or cache_root()
+    key = key or reference_key(assignment, cache_dir)
+    folder = cache_dir / assignment.name / key[:32]
     if not rebuild:
         cached = read_entry(folder, key)
         if cached is not None:

@@ -15,12 +15,12 @@ was installed from.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from grader.errors import AssignmentNotFound, SpecError
 from grader.model.spec import SPEC_FILE, Spec, load_spec
+from grader.settings import load_settings
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,9 @@ class Assignment:
 def project_root(root: Path | str | None = None) -> Path:
     if root is not None:
         return Path(root)
-    if os.environ.get("GRADER_ROOT"):
-        return Path(os.environ["GRADER_ROOT"])
+    configured = load_settings().root
+    if configured is not None:
+        return configured
     if (Path.cwd() / "assignments").is_dir():
         return Path.cwd()
     return Path(__file__).resolve().parents[2]
