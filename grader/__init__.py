@@ -6,6 +6,7 @@ Names are imported lazily so ``grader --help`` answers instantly.
 """
 
 from importlib import import_module
+from typing import Any
 
 __all__ = [
     "AssignmentNotFound",
@@ -48,7 +49,7 @@ _WHERE = {
 }
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     if name == "TestResult":  # the old name of CheckResult (pytest would collect a Test* class)
         name = "CheckResult"
     if name in _WHERE:

@@ -14,10 +14,17 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from grader.errors import GraderError
+
+if TYPE_CHECKING:  # the commands import what they need when they run
+    from grader.execution.base import Executor
+    from grader.model.assignment import Assignment
+    from grader.model.result import Result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, func, help: str) -> argparse.ArgumentParser:
+    def add(name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.set_defaults(func=func)
         return p
@@ -192,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 @contextmanager
-def _executor(args, *hide):
+def _executor(args: argparse.Namespace, *hide: Path) -> Iterator[Executor]:
     """The chosen executor with its sandbox policy, closed (its warm parent
     stopped) when done.  ``hide``: folders students must not see, besides the
     project's own (results, other submissions)."""
@@ -208,7 +215,7 @@ def _executor(args, *hide):
         yield executor
 
 
-def _assignment_for(notebook: Path, name: str | None):
+def _assignment_for(notebook: Path, name: str | None) -> Assignment:
     from grader.errors import InvalidSubmission
     from grader.execution.plan import read_submission
     from grader.model.assignment import available_assignments, load_assignment
@@ -229,7 +236,7 @@ def _assignment_for(notebook: Path, name: str | None):
     )
 
 
-def _grade(args, assignment=None, keep_answers=None):
+def _grade(args: argparse.Namespace, assignment: Assignment | None = None, keep_answers: Path | None = None) -> Result:
     from grader.grading.grade import grade
 
     assignment = assignment or _assignment_for(args.notebook, args.assignment)
@@ -245,12 +252,12 @@ def _grade(args, assignment=None, keep_answers=None):
         )
 
 
-def cmd_grade(args) -> int:
+def cmd_grade(args: argparse.Namespace) -> int:
     print(_grade(args).model_dump_json(indent=2))
     return 0
 
 
-def cmd_check(args) -> int:
+def cmd_check(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from grader.reports.console import print_check
@@ -272,7 +279,7 @@ def cmd_check(args) -> int:
     return 0 if result.score == result.max_score else 1
 
 
-def _write_feedback_page(result, assignment, answers_file: Path, html: Path) -> None:
+def _write_feedback_page(result: Result, assignment: Assignment, answers_file: Path, html: Path) -> None:
     from grader.grading.references import load_references
     from grader.reports.html import load_answer_arrays, write_submission_report
 
@@ -282,7 +289,7 @@ def _write_feedback_page(result, assignment, answers_file: Path, html: Path) -> 
     write_submission_report(result, answers, load_references(assignment), html, assignment=assignment)
 
 
-def cmd_batch(args) -> int:
+def cmd_batch(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from grader.grading.batch import find_submissions, grade_batch
@@ -321,7 +328,7 @@ def cmd_batch(args) -> int:
     return 0
 
 
-def cmd_report(args) -> int:
+def cmd_report(args: argparse.Namespace) -> int:
     from grader.model.assignment import load_assignment
     from grader.reports.html import write_report
 
@@ -330,7 +337,7 @@ def cmd_report(args) -> int:
     return 0
 
 
-def cmd_gradescope(args) -> int:
+def cmd_gradescope(args: argparse.Namespace) -> int:
     from grader.model.assignment import load_assignment
     from grader.platforms.gradescope import build_bundle
 
@@ -344,18 +351,18 @@ def cmd_gradescope(args) -> int:
     return 0
 
 
-def _warn(lines) -> None:
+def _warn(lines: Iterable[str]) -> None:
     for line in lines:
         print(f"grader: warning: {line}", file=sys.stderr)
 
 
-def cmd_export(args) -> int:
+def cmd_export(args: argparse.Namespace) -> int:
     if args.format == "lti":
         from grader.platforms.lti import export_lti
 
-        exported = export_lti(args.results, args.roster, args.out)
-        _warn(exported.matching.notes())
-        print(f"{len(exported.scores)} LTI scores written to {args.out}")
+        lti_export = export_lti(args.results, args.roster, args.out)
+        _warn(lti_export.matching.notes())
+        print(f"{len(lti_export.scores)} LTI scores written to {args.out}")
         return 0
     from grader.platforms.gradebook import export_canvas, export_moodle
 
@@ -375,7 +382,7 @@ def cmd_export(args) -> int:
     return 0
 
 
-def cmd_publish(args) -> int:
+def cmd_publish(args: argparse.Namespace) -> int:
     from grader.platforms.lti import publish_lti
     from grader.settings import load_settings
 
@@ -390,7 +397,7 @@ def cmd_publish(args) -> int:
     return 0 if report.ok else 1
 
 
-def cmd_validate(args) -> int:
+def cmd_validate(args: argparse.Namespace) -> int:
     from grader.execution.kernel import KernelExecutor
     from grader.grading.grade import grade
     from grader.grading.references import load_references
@@ -418,7 +425,7 @@ def cmd_validate(args) -> int:
     return 0 if ok_solution and ok_template else 1
 
 
-def cmd_doctor(args) -> int:
+def cmd_doctor(args: argparse.Namespace) -> int:
     from grader.execution.sandbox import FULL, ResourceLimits, probe
 
     caps = probe()
@@ -444,7 +451,7 @@ def cmd_doctor(args) -> int:
     return 0 if caps.level == FULL else 1
 
 
-def cmd_schema(args) -> int:
+def cmd_schema(args: argparse.Namespace) -> int:
     from grader.model.result import Result
 
     print(json.dumps(Result.model_json_schema(), indent=2))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,7 +151,7 @@ def _candidates(answers_fd: int, point: str, name: str, entry: _ManifestEntry, m
 
 
 @contextmanager
-def answers_folder(answers: Path | int):
+def answers_folder(answers: Path | int) -> Iterator[int]:
     """A descriptor of the answers folder: the one given, or one opened now."""
     if isinstance(answers, int):
         yield answers

@@ -7,6 +7,7 @@ earns all of its points or none; the submission's score is their sum.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,9 +16,9 @@ import numpy as np
 from grader.checking import feedback
 from grader.checking.answers import CapturedAnswer
 from grader.checking.compare import compare_values, describe_shape, is_real_numeric, scale_factor
-from grader.checking.compute import ComputeError, evaluate, fit_conv2d_kernel
+from grader.checking.compute import ComputeError, Resolve, evaluate, fit_conv2d_kernel
 from grader.model.result import CheckResult
-from grader.model.spec import FILE_PREFIX, Check, Conv2D, Spec, computation_sources
+from grader.model.spec import FILE_PREFIX, Check, Computation, Conv2D, Spec, computation_sources
 
 NOT_CAPTURED = "{answer} was not computed ({where}: {detail})."
 NEVER_ASSIGNED = "{answer} was never assigned: write its exercise's code in the answer cell, run it, and keep the variable name exactly `{answer}`."
@@ -42,7 +43,14 @@ class MissingInput(LookupError):
 
 def _shape_diagnosis(check: Check, shape: tuple[int, ...]) -> str | None:
     """The spec's explanation of this wrong shape, if it names one."""
-    return next((d.message for d in check.diagnoses if d.when == "shape" and list(d.shape) == list(shape)), None)
+    return next(
+        (
+            d.message
+            for d in check.diagnoses
+            if d.when == "shape" and d.shape is not None and list(d.shape) == list(shape)  # validated: it has one
+        ),
+        None,
+    )
 
 
 @dataclass(frozen=True)
@@ -109,7 +117,15 @@ def run_checks(
 
 
 class _Checker:
-    def __init__(self, spec, answers, references, folder, strict, notes):
+    def __init__(
+        self,
+        spec: Spec,
+        answers: dict[str, CapturedAnswer],
+        references: dict[str, np.ndarray],
+        folder: Path,
+        strict: bool,
+        notes: dict[str, list[str]],
+    ) -> None:
         self.strict = strict
         self.notes = notes
         self.spec = spec
@@ -122,6 +138,7 @@ class _Checker:
         if not answer.ok:
             return self._not_captured(check, answer)
         value = answer.value
+        assert value is not None  # answer.ok says so
         if check.kind == "shape":
             return self._shape(check, value)
         if not is_real_numeric(value):
@@ -152,6 +169,7 @@ class _Checker:
         )
 
     def _shape(self, check: Check, value: np.ndarray) -> Outcome:
+        assert check.shape is not None  # validated: a shape check has one (Check._kind_complete)
         expected, found = describe_shape(check.shape), describe_shape(value.shape)
         if list(value.shape) == list(check.shape):
             return Outcome(True, f"{check.answer} has shape {found}.", expected, found)
@@ -177,12 +195,14 @@ class _Checker:
         """Pass if the student's own inputs explain the output: the captured
         ones, else those of any Keras model in their namespace (the model may
         have any name); fail when there is nothing to verify against."""
+        computation = check.compute
+        assert computation is not None  # validated: a compute check has one (Check._kind_complete)
         what = "the values computed from your own answers"
         first: Outcome | None = None
         reason, missing = None, False
-        for resolve in self._bindings(check.compute):
+        for resolve in self._bindings(computation):
             try:
-                expected = evaluate(check.compute, resolve)
+                expected = evaluate(computation, resolve)
             except (MissingInput, ComputeError) as exc:
                 reason, missing = reason or str(exc), missing or isinstance(exc, MissingInput)
                 continue
@@ -203,7 +223,7 @@ class _Checker:
             UNVERIFIABLE_CAUSE if missing and not self.strict else None,
         )
 
-    def _bindings(self, computation):
+    def _bindings(self, computation: Computation) -> Iterator[Resolve]:
         """Ways to resolve a computation's sources: the captured answers
         first, then each model whose weights were captured for every answer
         that has candidates (kernel and bias of the same model together)."""
@@ -235,14 +255,14 @@ class _Checker:
         rtol = self.spec.tolerance.rtol if check.rtol is None else check.rtol
         atol = self.spec.tolerance.atol if check.atol is None else check.atol
         cmp = compare_values(value, expected, rtol, atol)
-        metrics = dict(max_abs_error=cmp.max_abs_error, mismatch_fraction=cmp.mismatch_fraction)
         if cmp.matches:
             return Outcome(
                 True,
                 f"{check.answer} matches {what} (largest difference {cmp.max_abs_error:.3g}).",
                 what,
                 "matching values",
-                **metrics,
+                max_abs_error=cmp.max_abs_error,
+                mismatch_fraction=cmp.mismatch_fraction,
             )
         if cmp.nonfinite:
             return Outcome(
@@ -250,7 +270,8 @@ class _Checker:
                 NONFINITE.format(answer=check.answer, count=cmp.nonfinite),
                 what,
                 f"{cmp.nonfinite} NaN/inf values",
-                **metrics,
+                max_abs_error=cmp.max_abs_error,
+                mismatch_fraction=cmp.mismatch_fraction,
             )
         error = "n/a" if cmp.max_abs_error is None else f"{cmp.max_abs_error:.4g}"
         message = VALUES_DIFFER.format(fraction=f"{cmp.mismatch_fraction:.1%}", error=error)
@@ -260,14 +281,15 @@ class _Checker:
             what,
             f"{cmp.mismatch_fraction:.1%} of values differ",
             self._diagnose_values(check, value, expected),
-            **metrics,
+            max_abs_error=cmp.max_abs_error,
+            mismatch_fraction=cmp.mismatch_fraction,
         )
 
     def _diagnose_values(self, check: Check, value: np.ndarray, expected: np.ndarray) -> str | None:
         factor = scale_factor(value, expected)
         if factor is not None:
             for d in check.diagnoses:
-                if d.when == "scaled" and abs(factor - d.factor) <= 1e-3 * abs(d.factor):
+                if d.when == "scaled" and d.factor is not None and abs(factor - d.factor) <= 1e-3 * abs(d.factor):
                     return d.message
             if abs(factor - 1.0) > 1e-3:
                 return SCALED.format(factor=factor)
@@ -281,7 +303,7 @@ class _Checker:
                 return f"{other.message} (The kernel that fits your output: {' '.join(weights.split())}, bias {round(bias, 3) + 0.0:g}.)"
         return None
 
-    def _fit_kernel(self, op: Conv2D, value: np.ndarray):
+    def _fit_kernel(self, op: Conv2D, value: np.ndarray) -> tuple[np.ndarray, float] | None:
         """The kernel fitted on the student's own input where it was captured
         with the reference's shape, else on the reference input."""
         reference = self.references.get(op.input)
@@ -300,6 +322,8 @@ class _Checker:
         if answer is None or not answer.ok:
             reason = answer.detail if answer is not None else "not captured"
             raise MissingInput(f"{source} was not captured: {reason}")
-        if not is_real_numeric(answer.value):
+        value = answer.value
+        assert value is not None  # answer.ok says so
+        if not is_real_numeric(value):
             raise MissingInput(f"{source} is not numeric")
-        return answer.value
+        return value

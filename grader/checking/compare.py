@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,6 +57,6 @@ def is_real_numeric(array: np.ndarray) -> bool:
     return array.dtype.kind in "biuf"
 
 
-def describe_shape(shape) -> str:
+def describe_shape(shape: Iterable[int]) -> str:
     shape = tuple(int(s) for s in shape)
     return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"

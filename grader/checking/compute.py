@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import numpy.typing as npt
 
 from grader.model.spec import Computation, Conv2D, MaxPool2D, Reshape, Source
 
@@ -81,7 +82,7 @@ def _same_padding(size: int, window: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def _windows(x: np.ndarray, window: tuple[int, int], strides: tuple[int, int], padding: str, fill: float) -> np.ndarray:
+def _windows(x: np.ndarray, window: tuple[int, ...], strides: tuple[int, ...], padding: str, fill: float) -> np.ndarray:
     """(N, H', W', C, kh, kw) views of the input under each window position."""
     kh, kw = window
     if padding == "same":
@@ -93,7 +94,9 @@ def _windows(x: np.ndarray, window: tuple[int, int], strides: tuple[int, int], p
     return view[:, :: strides[0], :: strides[1]]
 
 
-def conv2d(x: np.ndarray, kernel: np.ndarray, bias, strides=(1, 1), padding="valid") -> np.ndarray:
+def conv2d(
+    x: np.ndarray, kernel: np.ndarray, bias: npt.ArrayLike, strides: tuple[int, int] = (1, 1), padding: str = "valid"
+) -> np.ndarray:
     """Keras Conv2D (a cross-correlation): NHWC input, HWIO kernel.  Summed
     one kernel position at a time, so memory stays a few times the output's."""
     bias = np.asarray(bias, dtype=np.float64)
@@ -108,13 +111,22 @@ def conv2d(x: np.ndarray, kernel: np.ndarray, bias, strides=(1, 1), padding="val
     return out + bias
 
 
-def max_pool2d(x: np.ndarray, pool_size, strides, padding="valid") -> np.ndarray:
+def max_pool2d(
+    x: np.ndarray, pool_size: tuple[int, int], strides: tuple[int, int], padding: str = "valid"
+) -> np.ndarray:
     windows = _windows(x, tuple(pool_size), tuple(strides), padding, -np.inf)
     _within_budget("this pooling", windows.shape[:4], windows.shape[:4])
     return windows.max(axis=(4, 5))
 
 
-def fit_conv2d_kernel(x: np.ndarray, y: np.ndarray, kernel_size, strides, padding, rel_residual: float = 1e-4):
+def fit_conv2d_kernel(
+    x: np.ndarray,
+    y: np.ndarray,
+    kernel_size: tuple[int, int],
+    strides: tuple[int, int],
+    padding: str,
+    rel_residual: float = 1e-4,
+) -> tuple[np.ndarray, float] | None:
     """Least-squares (kernel, bias) such that conv2d(x, kernel) + bias ~= y,
     for a single-filter convolution; None if no kernel of that size fits."""
     x = np.asarray(x, dtype=np.float64)

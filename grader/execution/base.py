@@ -21,15 +21,19 @@ import re
 import secrets
 import shutil
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 from grader.execution import sandbox
 from grader.execution.plan import ExecutionPlan
 from grader.execution.sandbox import Policy
 
 CellStatus = Literal["ok", "error", "timeout", "died", "not_run"]
+UnitOutcome = tuple[CellStatus, str | None, str | None]  # (status, ename, evalue) of one unit run
+Role = int | str  # a student cell's index, or a capture point's name
+Unit = TypeVar("Unit")  # what an executor sends to run one unit (its own representation)
 FINAL_POINT = "end"
 LOG_NAME = "kernel.log"  # the student's process's stdout and stderr, in the (root-owned) scratch root
 
@@ -156,10 +160,17 @@ def student_environment(workdir: Workdir) -> dict[str, str]:
     return env
 
 
-DIED = ("died", "DeadKernelError", "the kernel process died (crash, os._exit or killed)")
+DIED: UnitOutcome = ("died", "DeadKernelError", "the kernel process died (crash, os._exit or killed)")
 
 
-def run_units(record: ExecutionRecord, units, plan: ExecutionPlan, start: float, run_unit, recovers) -> None:
+def run_units(
+    record: ExecutionRecord,
+    units: Iterable[tuple[Role, Unit]],
+    plan: ExecutionPlan,
+    start: float,
+    run_unit: Callable[[Unit, int], UnitOutcome],
+    recovers: Callable[[], bool],
+) -> None:
     """The rules every executor follows, in one place.  ``units`` are
     ``(role, unit)`` pairs, role being a student cell's index or a capture
     point's name; ``run_unit(unit, timeout)`` returns (status, ename, evalue);
@@ -211,7 +222,7 @@ def finish_record(record: ExecutionRecord, plan: ExecutionPlan, workdir: Workdir
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
-def clean_text(text, limit: int = 400) -> str:
+def clean_text(text: object, limit: int = 400) -> str:
     """One line of plain text from an exception value: no ANSI colours, no
     line breaks, at most ``limit`` characters."""
     text = " ".join(ANSI.sub("", str(text)).split())

@@ -14,6 +14,12 @@ import os
 
 import numpy as np
 
+# typing.TYPE_CHECKING, without importing typing into the student's process:
+# type checkers take this name to be true, Python does not.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 MODULE_NAME = "_grader_capture"
 NUMERIC_KINDS = "biuf"  # bool, signed and unsigned integers, floats
 DETAIL_LIMIT = 500
@@ -21,7 +27,14 @@ MAX_MODELS = 8  # Keras models (or layers) whose weights are taken as candidates
 MODEL_PACKAGES = ("keras", "tensorflow", "tf_keras")
 
 
-def capture(namespace, answers, folder, point, max_bytes, weights=None):
+def capture(
+    namespace: dict[str, object],
+    answers: dict[str, str],
+    folder: str,
+    point: str,
+    max_bytes: int,
+    weights: dict[str, int] | None = None,
+) -> None:
     """Write every answer in ``answers`` ({name: expression}) found in
     ``namespace`` to ``folder`` as ``<point>--<name>.npy``, and a manifest
     ``<point>.json`` with one status entry per answer.
@@ -34,11 +47,11 @@ def capture(namespace, answers, folder, point, max_bytes, weights=None):
     its own here, just its candidates."""
     weights = weights or {}
     models = _models(namespace) if weights else []
-    manifest = {}
+    manifest: dict[str, dict[str, object]] = {}
     for name in list(answers) + [n for n in weights if n not in answers]:
         expression = answers.get(name)
         if expression is None:
-            entry = {"status": "missing", "detail": "not captured at this point"}
+            entry: dict[str, object] = {"status": "missing", "detail": "not captured at this point"}
         else:
             entry = _capture_one(namespace, name, expression, folder, point, max_bytes)
         if name in weights:
@@ -50,7 +63,9 @@ def capture(namespace, answers, folder, point, max_bytes, weights=None):
     os.replace(tmp, os.path.join(folder, point + ".json"))
 
 
-def _capture_one(namespace, name, expression, folder, point, max_bytes):
+def _capture_one(
+    namespace: dict[str, object], name: str, expression: str, folder: str, point: str, max_bytes: int
+) -> dict[str, object]:
     try:
         if expression.isidentifier():
             if expression not in namespace:
@@ -82,7 +97,7 @@ def _capture_one(namespace, name, expression, folder, point, max_bytes):
     return {"status": "ok", "type": type_name, "file": filename}
 
 
-def _models(namespace):
+def _models(namespace: dict[str, object]) -> list[tuple[str, "Any"]]:
     """(variable, object) for the Keras models and layers in the namespace, by name."""
     found = []
     for variable in sorted(k for k in namespace if isinstance(k, str) and k.isidentifier() and not k.startswith("_")):
@@ -97,8 +112,10 @@ def _models(namespace):
     return found
 
 
-def _candidates(models, index, name, folder, point, max_bytes):
-    files = {}
+def _candidates(
+    models: list[tuple[str, "Any"]], index: int, name: str, folder: str, point: str, max_bytes: int
+) -> dict[str, str]:
+    files: dict[str, str] = {}
     for variable, model in models:
         try:
             array = np.asarray(model.get_weights()[index])
@@ -112,12 +129,12 @@ def _candidates(models, index, name, folder, point, max_bytes):
     return files
 
 
-def _short(text):
+def _short(text: object) -> str:
     text = str(text)
     return text if len(text) <= DETAIL_LIMIT else text[: DETAIL_LIMIT - 3] + "..."
 
 
-def loader_source():
+def loader_source() -> str:
     """Code run first in a kernel: loads this file as ``_grader_capture``."""
     return (
         "import importlib.util as _grader_util\n"
@@ -128,7 +145,13 @@ def loader_source():
     )
 
 
-def call_source(answers, folder, point, max_bytes, weights=None):
+def call_source(
+    answers: dict[str, str],
+    folder: str | os.PathLike[str],
+    point: str,
+    max_bytes: int,
+    weights: dict[str, int] | None = None,
+) -> str:
     """Code run in a kernel after an answer cell: one call, no logic."""
     return (
         f"{MODULE_NAME}.capture(globals(), {dict(answers)!r}, {str(folder)!r}, {point!r}, {int(max_bytes)!r}, "

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from grader.errors import ExecutorError
 from grader.execution import sandbox
@@ -18,8 +19,9 @@ from grader.execution.base import (
     DIED,
     FINAL_POINT,
     LOG_NAME,
-    CellStatus,
     ExecutionRecord,
+    Role,
+    UnitOutcome,
     Workdir,
     clean_text,
     finish_record,
@@ -32,6 +34,12 @@ from grader.execution.base import (
 from grader.execution.capture import call_source, loader_source
 from grader.execution.plan import ExecutionPlan
 from grader.execution.sandbox import Policy, student_uid
+
+if TYPE_CHECKING:
+    from jupyter_client.asynchronous import AsyncKernelClient
+    from jupyter_client.manager import AsyncKernelManager
+    from nbclient import NotebookClient
+    from nbformat import NotebookNode
 
 TIMEOUT_ENAME = "GraderCellTimeout"
 KERNEL_DIR = "kernel"  # the kernel's connection file and sockets: the student's until the kernel is up
@@ -55,7 +63,7 @@ class KernelExecutor:
         startup_timeout: float = 60.0,
         probe_timeout: float = 10.0,
         max_output_bytes: int = 4 * 2**20,
-    ):
+    ) -> None:
         self.policy = policy
         self.startup_timeout = startup_timeout
         self.probe_timeout = probe_timeout
@@ -81,7 +89,7 @@ class KernelExecutor:
         cells, roles = self._execution_notebook(plan, workdir)
         nb = nbformat.v4.new_notebook(cells=cells)
         record = ExecutionRecord(executor=self.name, isolation=isolation_label(self.policy))
-        replies: list[dict] = []
+        replies: list[dict[str, Any]] = []
         uid = student_uid(next(self._slots))
         client = _capped_client_class()(
             nb,
@@ -116,7 +124,7 @@ class KernelExecutor:
                     # cannot swap them for links the grader would connect through.
                     sandbox.take_back(workdir.root / KERNEL_DIR)
 
-                def run_cell(unit, timeout: int):
+                def run_cell(unit: tuple[int, NotebookNode, bool], timeout: int) -> UnitOutcome:
                     index, cell, store = unit
                     client.timeout = timeout
                     replies.clear()
@@ -146,14 +154,15 @@ class KernelExecutor:
         return record
 
     @staticmethod
-    def _execution_notebook(plan: ExecutionPlan, workdir: Workdir):
+    def _execution_notebook(plan: ExecutionPlan, workdir: Workdir) -> tuple[list[NotebookNode], list[Role]]:
         """The notebook actually executed: a loader cell, each student cell
         followed by a capture cell where answers are captured, a final capture.
         ``roles`` says what each cell is: a student cell index, or a label."""
         import nbformat
 
         new = nbformat.v4.new_code_cell
-        cells, roles = [new(loader_source())], ["loader"]
+        cells: list[NotebookNode] = [new(loader_source())]
+        roles: list[Role] = ["loader"]
         for step in plan.steps:
             cells.append(new(step.source))
             roles.append(step.cell_index)
@@ -173,7 +182,7 @@ class KernelExecutor:
         roles.append(FINAL_POINT)
         return cells, roles
 
-    def _responds(self, client, replies: list[dict]) -> bool:
+    def _responds(self, client: NotebookClient, replies: list[dict[str, Any]]) -> bool:
         """After an interrupted cell: does the kernel run a trivial cell again?
         (A loop that ignores SIGINT keeps it busy for good.)"""
         import nbformat
@@ -190,19 +199,21 @@ class KernelExecutor:
         return _outcome(replies, client.timeout)[0] == "ok"
 
 
-def _capped_client_class():
+def _capped_client_class() -> type[NotebookClient]:
     from nbclient import NotebookClient
 
     class CappedClient(NotebookClient):
         """Keeps at most ``max_output_bytes`` of cell outputs in memory (an
         output flood must not grow the grader), then one truncation marker."""
 
-        def __init__(self, nb, max_output_bytes: int, **kw):
+        def __init__(self, nb: NotebookNode, max_output_bytes: int, **kw: Any) -> None:
             super().__init__(nb, **kw)
             self.max_output_bytes = max_output_bytes
             self.output_bytes = 0
 
-        def output(self, outs, msg, display_id, cell_index):
+        def output(
+            self, outs: list[NotebookNode], msg: dict[str, Any], display_id: str | None, cell_index: int
+        ) -> NotebookNode | None:
             if self.output_bytes > self.max_output_bytes:
                 return None
             self.output_bytes += len(json.dumps(msg.get("content", {}), default=str))
@@ -215,13 +226,13 @@ def _capped_client_class():
     return CappedClient
 
 
-def nbformat_stream(text: str):
+def nbformat_stream(text: str) -> NotebookNode:
     import nbformat
 
     return nbformat.v4.new_output("stream", name="stderr", text=text)
 
 
-def _outcome(replies: list[dict], timeout: int) -> tuple[CellStatus, str | None, str | None]:
+def _outcome(replies: list[dict[str, Any]], timeout: int) -> UnitOutcome:
     """Status of a cell from its execute_reply."""
     content = replies[-1].get("content", {}) if replies else {}
     if content.get("status", "ok") == "ok":
@@ -235,14 +246,14 @@ class MessageLimitExceeded(Exception):
     """The student's kernel sent more than the grader accepts from one notebook."""
 
 
-def open_log(workdir: Workdir):
+def open_log(workdir: Workdir) -> BinaryIO:
     """The student's process's log, created by the grader (before any of the
     student's code runs) in the scratch root, which the student cannot write."""
     fd = os.open(workdir.root / LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     return os.fdopen(fd, "wb")
 
 
-def _kernel_manager(workdir: Workdir, policy: Policy | None, uid: int):
+def _kernel_manager(workdir: Workdir, policy: Policy | None, uid: int) -> AsyncKernelManager:
     """A kernel manager that starts ipykernel with this very Python, whatever
     kernelspecs the machine has installed; through the sandbox when there is
     a policy, with its connection file and sockets in the scratch folder.
@@ -273,18 +284,19 @@ def _kernel_manager(workdir: Workdir, policy: Policy | None, uid: int):
         ]
 
     class ThisPython(KernelSpecManager):
-        def get_kernel_spec(self, kernel_name):
+        def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
             return KernelSpec(argv=argv, display_name="grader: this Python", language="python")
 
     class CappedManager(AsyncKernelManager):
-        def client(self, **kwargs):
+        # jupyter_client's own AsyncKernelManager.client narrows KernelManager.client the same way (and ignores it)
+        def client(self, **kwargs: Any) -> AsyncKernelClient:  # type: ignore[override]
             context = zmq.asyncio.Context()
             context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
             kc = super().client(context=context, **kwargs)
             kc._created_context = True  # the client destroys it when it is done
             deserialize, budget = kc.session.deserialize, [MAX_NOTEBOOK_BYTES]
 
-            def counted(msg_list, *args, **kw):
+            def counted(msg_list: list[bytes], *args: Any, **kw: Any) -> dict[str, Any]:
                 budget[0] -= sum(len(part) for part in msg_list)
                 if budget[0] < 0:
                     raise MessageLimitExceeded(f"more than {MAX_NOTEBOOK_BYTES // 2**20} MB of messages in all")

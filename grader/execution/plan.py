@@ -205,7 +205,7 @@ def plan_execution(
 
 
 def _weights(spec: Spec, names: list[str]) -> dict[str, int]:
-    return {n: spec.answers[n].model_weight for n in names if spec.answers[n].model_weight is not None}
+    return {n: w for n in names if (w := spec.answers[n].model_weight) is not None}
 
 
 def _last_assigning_cell(cells: list, name: str) -> int | None:

@@ -47,6 +47,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -279,7 +280,7 @@ def _check(result: int, what: str) -> None:
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
-def _syscall(name: str, *args) -> int:
+def _syscall(name: str, *args: object) -> int:
     number = SYSCALLS.get(platform.machine(), {}).get(name)
     if number is None:
         ctypes.set_errno(errno.ENOSYS)
@@ -569,7 +570,7 @@ def _drop_privileges(uid: int, limits: ResourceLimits) -> None:
 
 
 @contextmanager
-def scratch_folder(policy: Policy | None):
+def scratch_folder(policy: Policy | None) -> Iterator[Path]:
     """A fresh scratch folder for one submission: a size-limited tmpfs where
     the sandbox is in force (filling it cannot fill the grader's disk), else a
     plain temporary folder.  Removed afterwards."""

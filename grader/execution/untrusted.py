@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import BinaryIO
 
 
 class UnsafeFile(ValueError):
@@ -36,7 +37,7 @@ def _single(name: str) -> str:
     return name
 
 
-def open_regular(name: str, limit: int, dir_fd: int | None = None):
+def open_regular(name: str, limit: int, dir_fd: int | None = None) -> BinaryIO:
     """Open ``name`` for reading, refusing anything but a regular file of at
     most ``limit`` bytes.  With ``dir_fd``, ``name`` is one component under
     that folder; without, a path whose last component is not followed."""

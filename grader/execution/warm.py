@@ -57,7 +57,9 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from grader.errors import ExecutorError
 from grader.execution.base import (
@@ -65,6 +67,8 @@ from grader.execution.base import (
     FINAL_POINT,
     LOG_NAME,
     ExecutionRecord,
+    Role,
+    UnitOutcome,
     Workdir,
     clean_text,
     finish_record,
@@ -99,7 +103,9 @@ class WarmExecutor:
 
     name = "warm"
 
-    def __init__(self, policy: Policy | None = None, start_timeout: float = 120.0, interrupt_grace: float = 5.0):
+    def __init__(
+        self, policy: Policy | None = None, start_timeout: float = 120.0, interrupt_grace: float = 5.0
+    ) -> None:
         self.policy = policy  # the sandbox for the student's process; None: no isolation
         self.start_timeout = start_timeout  # seconds the zygote may take to import everything
         self.interrupt_grace = interrupt_grace  # seconds an interrupted cell has to answer
@@ -110,7 +116,7 @@ class WarmExecutor:
     def __enter__(self) -> WarmExecutor:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -155,13 +161,13 @@ class WarmExecutor:
                 zygote.sweep(child.pid)
             except _ZygoteLost:
                 self._forget(zygote)  # the record stands; the next run starts a new zygote
-            if sandboxed and self.policy.isolate:
+            if sandboxed and self.policy is not None and self.policy.isolate:
                 clear_keyrings(sandboxed["uid"])
         record.seconds = time.monotonic() - start
         finish_record(record, plan, workdir, self.policy)
         return record
 
-    def _sandbox(self) -> dict | None:
+    def _sandbox(self) -> dict[str, Any] | None:
         if self.policy is None:
             return None
         return {"policy": self.policy.to_json(), "uid": student_uid(next(self._slots))}
@@ -206,12 +212,12 @@ class WarmExecutor:
         zygote.close()
 
 
-def _units(plan: ExecutionPlan, workdir: Workdir):
+def _units(plan: ExecutionPlan, workdir: Workdir) -> Iterator[tuple[Role, dict[str, Any]]]:
     """(role, message) in the order the kernel executor runs its cells: a
     student cell (role: its index) followed, where answers are captured, by a
     capture (role: the point's name); a final capture at the end."""
 
-    def capture(answers: dict, weights: dict, point: str) -> dict:
+    def capture(answers: dict[str, str], weights: dict[str, int], point: str) -> dict[str, Any]:
         return {
             "capture": dict(answers),
             "weights": dict(weights),
@@ -231,7 +237,7 @@ class _Zygote:
     """The preloaded parent, seen from the grader: its process and the control
     socket used to ask it to fork and to sweep."""
 
-    def __init__(self, start_timeout: float):
+    def __init__(self, start_timeout: float) -> None:
         self.scratch = Path(tempfile.mkdtemp(prefix="grader-warm-"))
         self.output = self.scratch / "zygote.log"
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -291,7 +297,7 @@ class _Zygote:
         """Kill and reap every process the submission of child ``pid`` left."""
         self._request({"sweep": pid})
 
-    def _request(self, message: dict, fds: list[int] = ()) -> dict:
+    def _request(self, message: dict[str, Any], fds: Sequence[int] = ()) -> dict[str, Any]:
         with self.lock:  # one request at a time: the replies come in order
             try:
                 socket.send_fds(self.control, [json.dumps(message).encode()], list(fds))
@@ -299,7 +305,7 @@ class _Zygote:
                 raise _ZygoteLost(f"cannot reach the parent process ({exc})") from None
             return self._receive(30.0)
 
-    def _receive(self, timeout: float) -> dict:
+    def _receive(self, timeout: float) -> dict[str, Any]:
         if not _readable([self.control.fileno()], timeout):
             raise _ZygoteLost(f"the parent process did not answer within {timeout:g} s")
         try:
@@ -317,7 +323,7 @@ class _Zygote:
         shutil.rmtree(self.scratch, ignore_errors=True)
 
 
-def _stop_zygote(process: subprocess.Popen, control: socket.socket, scratch: Path) -> None:
+def _stop_zygote(process: subprocess.Popen[bytes], control: socket.socket, scratch: Path) -> None:
     """Closing the control socket tells the zygote to sweep and exit; kill it if it does not."""
     control.close()
     try:
@@ -331,7 +337,7 @@ def _stop_zygote(process: subprocess.Popen, control: socket.socket, scratch: Pat
 class _Child:
     """One forked child, seen from the grader: its channel, its pid, a pidfd."""
 
-    def __init__(self, pid: int, channel: _Channel):
+    def __init__(self, pid: int, channel: _Channel) -> None:
         self.pid = pid
         self.channel = channel
         try:
@@ -352,7 +358,7 @@ class _Child:
         ours.settimeout(30.0)  # bounds a send to a child that stopped reading
         return cls(pid, _Channel(ours))
 
-    def set_up(self, workdir: Workdir, log_path: Path, sandbox: dict | None, timeout: float) -> None:
+    def set_up(self, workdir: Workdir, log_path: Path, sandbox: dict[str, Any] | None, timeout: float) -> None:
         """Give the child its working directory, environment, log and sandbox;
         wait until its shell is ready for the first cell."""
         try:
@@ -378,7 +384,7 @@ class _Child:
     def watch(self) -> list[int]:
         return [self.pidfd] if self.pidfd is not None else []
 
-    def run(self, message: dict, limit: int) -> tuple:
+    def run(self, message: dict[str, Any], limit: int) -> UnitOutcome:
         """Send one unit, wait up to ``limit`` seconds: (status, ename, evalue)."""
         try:
             self.channel.send(message)

@@ -25,7 +25,13 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, overload
+
+if TYPE_CHECKING:  # only for the type checker: the zygote imports IPython in _preload
+    from IPython.core.interactiveshell import InteractiveShell
 
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]  # where ``python -m grader.execution.zygote`` finds the package
 VALUE_LIMIT = 2000  # characters of an exception's value sent back by the child
@@ -71,15 +77,21 @@ class _Channel:
     is at most ``max_bytes`` long and must be a JSON object: anything else
     ends the channel."""
 
-    def __init__(self, sock: socket.socket, max_bytes: int = MESSAGE_LIMIT):
+    def __init__(self, sock: socket.socket, max_bytes: int = MESSAGE_LIMIT) -> None:
         self.sock = sock
         self.buffer = bytearray()
         self.max_bytes = max_bytes
 
-    def send(self, message: dict) -> None:
+    def send(self, message: dict[str, Any]) -> None:
         self.sock.sendall(json.dumps(message).encode("ascii") + b"\n")
 
-    def receive(self, timeout: float | None = None, watch: list[int] = ()) -> dict | None:
+    @overload
+    def receive(self, timeout: None = None, watch: Sequence[int] = ()) -> dict[str, Any]: ...
+
+    @overload
+    def receive(self, timeout: float, watch: Sequence[int] = ()) -> dict[str, Any] | None: ...
+
+    def receive(self, timeout: float | None = None, watch: Sequence[int] = ()) -> dict[str, Any] | None:
         """The next message, or None after ``timeout`` seconds (however much
         arrives meanwhile).  Raises :class:`_Closed` at end of file, on a
         message too long or not a JSON object, or when a watched pidfd says
@@ -119,7 +131,7 @@ class _Channel:
         self.sock.close()
 
 
-def _readable(fds: list[int], timeout: float | None) -> set[int]:
+def _readable(fds: Sequence[int], timeout: float | None) -> set[int]:
     """Those of ``fds`` ready to read (or at end of file) within ``timeout`` seconds."""
     poller = select.poll()  # not select(): no limit on descriptor numbers
     for fd in fds:
@@ -228,7 +240,9 @@ def _serve(control: socket.socket) -> None:
 _released_by_us: dict[int, str] = {}
 
 
-def _handle_request(request: dict, fds: list[int], control: socket.socket, running: set[int]) -> dict:
+def _handle_request(
+    request: dict[str, Any], fds: list[int], control: socket.socket, running: set[int]
+) -> dict[str, Any]:
     """Fork a child for the socket passed along, or sweep a finished one."""
     if request.get("fork") and len(fds) == 1:
         pid = _fork_child(control, fds[0], request.get("isolate_root"))
@@ -263,6 +277,7 @@ def _fork_child(control: socket.socket, fd: int, isolate_root: str | None = None
             os._exit(status)  # never return into the zygote's loop
     os.close(fd)
     if namespaced:
+        assert isolate_root is not None  # a namespace is asked for only with a scratch root
         _released_by_us[pid] = isolate_root
         pid_namespace_for_next_fork(False)  # nothing else of ours goes into it
     return pid
@@ -331,7 +346,7 @@ def _processes() -> list[tuple[int, int, int]]:
 _interruptible = False  # SIGINT raises KeyboardInterrupt only while a unit runs
 
 
-def _on_sigint(signum, frame):
+def _on_sigint(signum: int, frame: FrameType | None) -> None:
     __tracebackhide__ = True  # IPython leaves this frame out of the student's traceback
     if _interruptible:
         raise KeyboardInterrupt
@@ -397,7 +412,7 @@ class _CappedStream(io.TextIOBase):
     characters in all (shared by both), then one truncation marker, as the
     kernel executor keeps at most that much output."""
 
-    def __init__(self, stream, budget: list[int], limit: int):
+    def __init__(self, stream: TextIO, budget: list[int], limit: int) -> None:
         self.stream, self.budget, self.limit = stream, budget, limit
 
     def write(self, text: str) -> int:
@@ -416,7 +431,7 @@ class _CappedStream(io.TextIOBase):
         return self.stream.fileno()
 
     @property
-    def encoding(self):
+    def encoding(self) -> str:  # type: ignore[override]  # typeshed: an attribute; at run time a read-only property
         return self.stream.encoding
 
 
@@ -426,7 +441,7 @@ def _cap_python_output(limit: int) -> None:
     sys.stderr = _CappedStream(sys.stderr, budget, limit)
 
 
-def _make_shell():
+def _make_shell() -> InteractiveShell:
     """An IPython shell as a notebook has it: history in memory, no colours,
     matplotlib's inline backend active (ipykernel's default), no stdin."""
     from IPython.core.interactiveshell import InteractiveShell
@@ -435,10 +450,10 @@ def _make_shell():
     class NotebookShell(InteractiveShell):
         """What ipykernel's shell adds that notebooks rely on, and no more."""
 
-        def enable_gui(self, gui=None):
+        def enable_gui(self, gui: str | None = None) -> None:
             pass  # figures are never shown while grading; the bare shell refuses even inline
 
-        def ask_exit(self):
+        def ask_exit(self) -> None:
             pass  # exit() asks the notebook's front end to close; nbclient ignores it too
 
     config = Config()
@@ -450,7 +465,7 @@ def _make_shell():
     return shell
 
 
-def _adopt_shell():
+def _adopt_shell() -> InteractiveShell:
     """The shell the zygote made, brought to this submission: its working
     directory, home and IPython profile (the zygote's are its own scratch
     folder).  Making one is a child's cost; copying it with the fork, nothing."""
@@ -460,7 +475,9 @@ def _adopt_shell():
 
     shell = InteractiveShell.instance() if InteractiveShell.initialized() else _make_shell()
     shell.starting_dir = os.getcwd()
-    shell.history_manager.dir_hist[:] = [Path.cwd()]  # the notebook's _dh
+    history = shell.history_manager
+    assert history is not None  # every shell made by _make_shell has one
+    history.dir_hist[:] = [Path.cwd()]  # the notebook's _dh
     shell.home_dir = get_home_dir()
     shell.ipython_dir = get_ipython_dir()  # from this submission's IPYTHONDIR
     try:
@@ -470,17 +487,17 @@ def _adopt_shell():
     return shell
 
 
-def _no_input(prompt=""):
+def _no_input(prompt: object = "") -> NoReturn:
     """``input()`` as a notebook graded by nbclient answers it."""
     from IPython.core.error import StdinNotImplementedError
 
     raise StdinNotImplementedError("raw_input was called, but this frontend does not support input requests.")
 
 
-def _run_unit(shell, message: dict) -> dict:
+def _run_unit(shell: InteractiveShell, message: dict[str, Any]) -> dict[str, Any]:
     """Run a cell, or capture answers; the outcome as a message."""
     global _interruptible
-    error = None
+    error: BaseException | None = None
     try:
         _interruptible = True
         if "cell" in message:
@@ -506,7 +523,7 @@ def _run_unit(shell, message: dict) -> dict:
     return {"status": "error", "ename": type(error).__name__, "evalue": _safe_str(error)[:VALUE_LIMIT]}
 
 
-def _safe_str(value) -> str:
+def _safe_str(value: object) -> str:
     try:
         return str(value)
     except BaseException:

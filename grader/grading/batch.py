@@ -17,6 +17,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from grader.errors import ResultsError
 from grader.execution.base import Executor
@@ -116,7 +119,8 @@ def grade_batch(
     todo = [
         s
         for s in submissions
-        if force or not is_up_to_date(s, result_path(out, s, names), key, keep_answers and answers_path(out, s, names))
+        if force
+        or not is_up_to_date(s, result_path(out, s, names), key, answers_path(out, s, names) if keep_answers else None)
     ]
     options = dict(cell_timeout=cell_timeout, notebook_timeout=notebook_timeout)
     budget = KeptAnswersBudget()
@@ -162,7 +166,15 @@ def grade_batch(
     return summary
 
 
-def _grade_locally(todo, assignment, executor, references, jobs, options, kept_at) -> Iterator[tuple[Path, Result]]:
+def _grade_locally(
+    todo: list[Path],
+    assignment: Assignment,
+    executor: Executor,
+    references: dict[str, np.ndarray],
+    jobs: int,
+    options: dict[str, Any],
+    kept_at: Callable[[Path], Path | None],
+) -> Iterator[tuple[Path, Result]]:
     with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="grade") as pool:
         futures = {
             pool.submit(grade_safely, s, assignment, executor, references, keep_answers=kept_at(s), **options): s
@@ -211,7 +223,7 @@ def summary_json(summary: BatchSummary, assignment: Assignment, out: Path) -> di
         name: {
             "passed": stats.checks[name].passed,
             "of": stats.checks[name].of,
-            "pass_rate": None if stats.checks[name].rate is None else round(stats.checks[name].rate, 4),
+            "pass_rate": None if (rate := stats.checks[name].rate) is None else round(rate, 4),
         }
         for name in names
     }

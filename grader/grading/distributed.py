@@ -15,13 +15,22 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from grader.errors import GraderError
 from grader.grading.results_dir import KeptAnswersBudget
 from grader.model.assignment import Assignment, load_assignment
 from grader.model.result import Result
 
-_local = {}
+if TYPE_CHECKING:
+    import numpy as np
+
+    from grader.execution.base import Executor
+
+    # A worker's assignment, executor, references and the references' key.
+    _WorkerState = tuple[Assignment, Executor, dict[str, np.ndarray], str]
+
+_local: dict[tuple[str, str], _WorkerState] = {}  # (assignment folder, executor name) -> its state
 _lock = threading.Lock()
 
 
@@ -30,7 +39,7 @@ def grade_on_cluster(
     todo: list[Path],
     assignment: Assignment,
     executor: str,
-    options: dict,
+    options: dict[str, Any],
     kept_at: dict[Path, Path] | None,
     budget: KeptAnswersBudget,
 ) -> Iterator[tuple[Path, Result]]:
@@ -75,7 +84,7 @@ def grade_on_cluster(
 
 
 def grade_bytes(
-    name: str, data: bytes | None, assignment_folder: str, executor: str, options: dict, keep_answers: bool
+    name: str, data: bytes | None, assignment_folder: str, executor: str, options: dict[str, Any], keep_answers: bool
 ) -> tuple[str, bytes | None]:
     """Runs on a worker: grade one submission given as bytes; return the
     result JSON and, if asked, the kept answers (.npz bytes)."""
@@ -92,7 +101,7 @@ def grade_bytes(
     return result.model_dump_json(), answers
 
 
-def _worker_state(assignment_folder: str, executor: str):
+def _worker_state(assignment_folder: str, executor: str) -> _WorkerState:
     """One assignment, executor and reference set per worker process."""
     from grader.execution.factory import make_executor
     from grader.grading.grade import single_threaded_blas

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import time
 import traceback
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -68,10 +69,10 @@ def grade(
         sub = read_submission(path, int(assignment.spec.limits.max_notebook_mb * 2**20))
     except InvalidSubmission as exc:
         return invalid_result(path, assignment, str(exc), executor.name, time.monotonic() - start, references_key)
-    cells = len(sub.notebook.cells)
-    if cells > assignment.spec.limits.max_cells:
+    cell_count = len(sub.notebook.cells)
+    if cell_count > assignment.spec.limits.max_cells:
         reason = (
-            f"{path.name}: the notebook has {cells} cells, more than the {assignment.spec.limits.max_cells} allowed; "
+            f"{path.name}: the notebook has {cell_count} cells, more than the {assignment.spec.limits.max_cells} allowed; "
             "remove the cells you added"
         )
         return invalid_result(path, assignment, reason, executor.name, time.monotonic() - start, references_key)
@@ -224,7 +225,13 @@ def _joined(numbers: list[int]) -> str:
     return ", ".join(str(n) for n in numbers)
 
 
-def grade_safely(submission: Path, assignment: Assignment, executor: Executor, references, **options) -> Result:
+def grade_safely(
+    submission: Path,
+    assignment: Assignment,
+    executor: Executor,
+    references: dict[str, np.ndarray] | None,
+    **options: Any,  # grade()'s other keyword arguments
+) -> Result:
     """:func:`grade`, except that a failure of the grader itself on this
     submission becomes this submission's result (status ``error``)."""
     t0 = time.monotonic()
@@ -239,7 +246,7 @@ def grade_safely(submission: Path, assignment: Assignment, executor: Executor, r
         return result
 
 
-def single_threaded_blas():
+def single_threaded_blas() -> AbstractContextManager[object]:
     """The grader's own arithmetic (checks, diagnoses) with one BLAS thread,
     for as long as the context lasts.  A batch gets its parallelism from
     grading several submissions at once; an OpenBLAS pool that spins between

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 from pydantic import ValidationError
@@ -124,7 +124,7 @@ class KeptAnswersBudget:
     """What ``--keep-answers`` may still store in a batch (shared by its
     threads): a student's answers cannot fill the results folder's disk."""
 
-    def __init__(self, per_batch: int = KEEP_PER_BATCH):
+    def __init__(self, per_batch: int = KEEP_PER_BATCH) -> None:
         self.per_batch = per_batch
         self.left = per_batch
         self._lock = threading.Lock()
@@ -151,15 +151,18 @@ def save_answers(
     written to a temporary file, flushed and renamed into place; at most
     ``per_submission`` bytes of arrays (in the spec's order), and only while
     the batch's ``budget`` lasts.  Returns what was not kept, in words."""
-    arrays, dropped, total = {}, [], 0
+    arrays: dict[str, np.ndarray] = {}
+    dropped: list[str] = []
+    total = 0
     for name, answer in answers.items():
-        if not answer.ok:
+        value = answer.value
+        if not answer.ok or value is None:  # (an answer that is ok has a value)
             continue
-        if total + answer.value.nbytes > per_submission:
+        if total + value.nbytes > per_submission:
             dropped.append(name)
             continue
-        arrays[name] = answer.value
-        total += answer.value.nbytes
+        arrays[name] = value
+        total += value.nbytes
     notices = []
     if dropped:
         notices.append(
@@ -172,7 +175,8 @@ def save_answers(
         )
         arrays, total = {}, 0
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
+    # cast: unpacked as a dict of arrays, mypy would match the names against allow_pickle (a bool)
+    np.savez_compressed(buffer, **cast(dict[str, Any], arrays))
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, buffer.getvalue())
     if budget is not None:

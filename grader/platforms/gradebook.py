@@ -118,7 +118,7 @@ def moodle_csv(
                 student.sis_id or "",
                 student.user_id,
                 grade,
-                feedback(graded.result) if grade != "" else "",
+                feedback(graded.result) if graded is not None and grade != "" else "",  # (a grade: a result)
             ]
         )
     return GradebookExport(_csv(rows), matching, ungraded)
@@ -172,7 +172,7 @@ def export_moodle(
     return export
 
 
-def _rows(roster: Roster, matching: Matching):
+def _rows(roster: Roster, matching: Matching) -> list[tuple[Student, Graded | None]]:
     """(student, their result or None) for every roster student, in roster order."""
     graded = {g.student.key: g for g in matching.graded}
     return [(s, graded.get(s.key)) for s in roster.students]

@@ -51,7 +51,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Literal
+from typing import IO, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -64,7 +64,10 @@ USER_AGENT = "grader-lti-ags"
 BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 b64token
 EXCERPT_CHARS = 200
 
-PROGRESS = {  # result status -> (activityProgress, gradingProgress)
+ActivityProgress = Literal["Initialized", "Started", "InProgress", "Submitted", "Completed"]
+GradingProgress = Literal["FullyGraded", "Pending", "PendingManual", "Failed", "NotReady"]
+# result status -> (activityProgress, gradingProgress)
+PROGRESS: dict[str, tuple[ActivityProgress, GradingProgress]] = {
     "graded": ("Completed", "FullyGraded"),
     "invalid_submission": ("Submitted", "PendingManual"),
     "error": ("Submitted", "Failed"),
@@ -81,12 +84,12 @@ class Score(BaseModel):
     user_id: str = Field(description="the platform's LTI user id (the launch's sub)")
     score_given: float | None = Field(None, ge=0)
     score_maximum: float | None = Field(None, ge=0, description="present whenever score_given is")
-    activity_progress: Literal["Initialized", "Started", "InProgress", "Submitted", "Completed"]
-    grading_progress: Literal["FullyGraded", "Pending", "PendingManual", "Failed", "NotReady"]
+    activity_progress: ActivityProgress
+    grading_progress: GradingProgress
     timestamp: str = Field(description="ISO 8601 with milliseconds and a time zone")
     comment: str | None = None
 
-    def wire(self) -> dict:
+    def wire(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True)
 
 
@@ -302,7 +305,14 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     return max(0.0, seconds) if seconds == seconds else None  # NaN is no answer
 
 
-def _post(opener, url: str, headers: dict, score: Score, retry: RetryPolicy, sleep) -> Posted:
+def _post(
+    opener: urllib.request.OpenerDirector,
+    url: str,
+    headers: dict[str, str],
+    score: Score,
+    retry: RetryPolicy,
+    sleep: Callable[[float], None],
+) -> Posted:
     """Deliver one Score, retrying what may heal by waiting."""
     body = json.dumps(score.wire()).encode()
     status, detail = None, ""
@@ -333,7 +343,15 @@ def _post(opener, url: str, headers: dict, score: Score, retry: RetryPolicy, sle
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     """A redirect becomes an HTTPError: the token is only ever sent to the URL given."""
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: http.client.HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
         return None
 
 

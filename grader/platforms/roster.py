@@ -24,10 +24,15 @@ import csv
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
 from grader.errors import RosterError
+
+if TYPE_CHECKING:
+    from _csv import Reader as CsvReader  # what csv.reader() returns (named _csv.reader at run time)
 
 NOTEBOOK_SUFFIX = ".ipynb"
 MAX_ROSTER_BYTES = 16 * 2**20
@@ -65,7 +70,7 @@ class Student(BaseModel):
 
     @field_validator("name", "email", "sis_id", "login_id", "username", "section", mode="before")
     @classmethod
-    def _empty_is_none(cls, value):
+    def _empty_is_none(cls, value: object) -> object:
         return None if value is None or (isinstance(value, str) and not value.strip()) else value
 
     @property
@@ -142,7 +147,7 @@ def _header(path: Path, row: list[str] | None) -> list[str]:
     return columns
 
 
-def _students(path: Path, reader, columns: list[str]) -> list[Student]:
+def _students(path: Path, reader: CsvReader, columns: list[str]) -> list[Student]:
     students: list[Student] = []
     first_line: dict[tuple[str, str], int] = {}
     for row in reader:
@@ -164,5 +169,5 @@ def _students(path: Path, reader, columns: list[str]) -> list[Student]:
     return students
 
 
-def _message(error: dict) -> str:
+def _message(error: ErrorDetails) -> str:
     return error["msg"].removeprefix("Value error, ")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -14,6 +16,9 @@ from rich.text import Text
 from grader.checking import feedback
 from grader.grading.stats import band, class_stats
 from grader.model.result import Result
+
+if TYPE_CHECKING:
+    from grader.grading.batch import BatchSummary
 
 
 def print_check(result: Result, console: Console) -> None:
@@ -65,7 +70,7 @@ def _score_style(result: Result) -> str:
 
 
 @contextmanager
-def batch_progress(console: Console, total: int):
+def batch_progress(console: Console, total: int) -> Iterator[Callable[[Path, Result], None]]:
     """A progress bar with an ETA on a terminal, one plain line per submission
     otherwise (logs, CI).  Yields the callback the batch calls per result."""
     if not console.is_terminal:
@@ -101,7 +106,7 @@ def batch_progress(console: Console, total: int):
         yield advance
 
 
-def batch_totals(summary, max_score: float) -> str:
+def batch_totals(summary: BatchSummary, max_score: float) -> str:
     stats = class_stats([r for r in summary.results.values() if r is not None], max_score)
     rate = summary.graded_now / summary.seconds if summary.seconds and summary.graded_now else 0.0
     return (

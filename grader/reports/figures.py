@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from matplotlib import colormaps
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -42,7 +43,7 @@ def plane(array: np.ndarray) -> Plane:
     a = np.asarray(array)
     if a.dtype.kind == "b":
         a = a.astype(np.uint8)
-    lead = []
+    lead: list[str] = []
     while a.ndim > 4:  # leading axes beyond (batch, height, width, channels)
         a, lead = a[0], [*lead, "0"]
     if a.ndim == 4:
@@ -127,7 +128,7 @@ def image_panel(
     return png_data_uri(fig)
 
 
-def _panel(aspect: float | None):
+def _panel(aspect: float | None) -> tuple[Figure, Axes, Axes]:
     """A figure holding the image's axes, as big as its aspect ratio (height /
     width; None: any) allows, and a colour bar of the same height beside it.
     The figure is as tall as the image needs.  Positions are computed, not
@@ -150,7 +151,8 @@ def score_histogram(scores: list[float], max_score: float) -> str:
     ax = fig.add_subplot()
     whole = all(float(s).is_integer() for s in scores) and float(max_score).is_integer() and max_score <= 60
     edges = np.arange(-0.5, max_score + 1.0, 1.0) if whole else np.linspace(0.0, max(max_score, 1e-9), 21)
-    ax.hist(scores, bins=edges, color="#3b6ea8", edgecolor="white")
+    # matplotlib's stub types bins as a Sequence, leaving out the arrays hist documents and takes
+    ax.hist(scores, bins=edges, color="#3b6ea8", edgecolor="white")  # type: ignore[arg-type]
     ax.set_xlim(edges[0], edges[-1])
     ax.set_xlabel(f"score (points out of {max_score:g})")
     ax.set_ylabel("submissions")

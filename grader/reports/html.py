@@ -28,7 +28,7 @@ import numpy as np
 
 from grader.checking import feedback
 from grader.checking.compare import describe_shape, is_real_numeric
-from grader.checking.compute import ComputeError, evaluate
+from grader.checking.compute import ComputeError, Resolve, evaluate
 from grader.errors import GraderError, ResultsError
 from grader.grading.results_dir import ANSWERS_DIR, write_atomic
 from grader.grading.stats import ClassStats, band, class_stats
@@ -181,10 +181,12 @@ def load_answer_arrays(
     return arrays, [f"Not drawn: {s}." for s in skipped]
 
 
-def _read_member(npz, name: str, max_bytes: int) -> np.ndarray | str:
+def _read_member(npz: np.lib.npyio.NpzFile, name: str, max_bytes: int) -> np.ndarray | str:
     """One array of an open .npz, or why it is not used."""
+    archive = npz.zip
+    assert archive is not None  # np.load keeps it open while the NpzFile is
     try:
-        info = npz.zip.getinfo(f"{name}.npy" if f"{name}.npy" in npz.zip.namelist() else name)
+        info = archive.getinfo(f"{name}.npy" if f"{name}.npy" in archive.namelist() else name)
         if info.file_size > max_bytes + 4096:  # the zip reader never inflates past this size
             return f"{name} is larger than {max_bytes / 2**20:g} MiB"
         value = npz[name]
@@ -242,7 +244,7 @@ def comparisons(
                 )
             continue
         check = checks.get(test.name)
-        if check is None or check.compute is None:
+        if check is None or check.compute is None or assignment is None:  # (no assignment: no checks either)
             found[test.answer] = Drawing(
                 test.answer,
                 student,
@@ -274,7 +276,7 @@ def _and(names: list[str]) -> str:
     return " and ".join(names) if len(names) < 3 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def _resolver(answers: dict[str, np.ndarray], folder: Path):
+def _resolver(answers: dict[str, np.ndarray], folder: Path) -> Resolve:
     def resolve(source: str) -> np.ndarray:
         if source.startswith(FILE_PREFIX):
             return np.load(folder / source[len(FILE_PREFIX) :], allow_pickle=False)
@@ -440,7 +442,7 @@ def common_mistakes(results: dict[str, Result], assignment: Assignment | None = 
             _count(found, key, text, stem, "all checks")
             continue
         failed = [t for t in result.tests if t.status == "failed"]
-        by_answer = {}
+        by_answer: dict[str, str] = {}
         for test in failed:
             if test.diagnosis:
                 by_answer.setdefault(test.answer, test.diagnosis)
@@ -542,7 +544,7 @@ def _pass_rates(stats: ClassStats, assignment: Assignment) -> str:
 # --- HTML helpers ----------------------------------------------------------------
 
 
-def _e(text) -> str:
+def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 

@@ -113,6 +113,7 @@ def _grade_with(bundle: Bundle, root: Path, executor: Executor | None, start: fl
             root / "submission", bundle.assignment, problem, executor.name, time.monotonic() - start, key
         )
     else:
+        assert notebook is not None  # find_notebook gives a notebook or a problem
         try:
             result = grade(
                 notebook,
@@ -166,7 +167,9 @@ def read_submission_metadata(path: Path) -> tuple[list[dict], dict]:
     if not isinstance(data, dict):
         return [], {}
     users = [{k: u.get(k) for k in ("name", "email", "id")} for u in data.get("users") or [] if isinstance(u, dict)]
-    assignment = data.get("assignment") if isinstance(data.get("assignment"), dict) else {}
+    assignment = data.get("assignment")
+    if not isinstance(assignment, dict):
+        assignment = {}
     submission = {
         "id": data.get("id"),
         "created_at": data.get("created_at"),
