@@ -199,6 +199,21 @@ def test_invalid_result_without_roster_line_and_collision_names(tmp_path):
     assert "score: Field required" in matching.unreadable[0].reason
 
 
+def test_renamed_results_match_by_the_submission_they_record(tmp_path):
+    """A batch of ``alice.ipynb`` and ``alice`` (no suffix) writes ``alice.json``
+    for one and ``alice.ipynb.json`` or ``alice~2.json`` for the other: each is
+    matched by the file name inside the result, not by its own file name."""
+    results = tmp_path / "results"
+    write_results(results, {"alice~2": make_result("bob.ipynb", passed=3), "x": make_result("carol.ipynb", passed=1)})
+    roster = write_roster(tmp_path / "r.csv", "submission,user_id\nbob,1\ncarol.ipynb,2\n")
+    matching = match_results(results, roster)
+    assert [(g.student.user_id, g.file.name, g.result.score) for g in matching.graded] == [
+        ("1", "alice~2.json", 6.0),
+        ("2", "x.json", 2.0),
+    ]
+    assert not matching.unmatched and not matching.missing
+
+
 def test_matching_refuses_a_missing_folder_and_mixed_assignments(tmp_path):
     roster = write_roster(tmp_path / "r.csv", "submission,user_id\na,1\nb,2\n")
     with pytest.raises(ResultsError, match="not a results folder"):

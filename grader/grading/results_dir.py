@@ -58,11 +58,19 @@ MAX_RESULT_BYTES = 16 * 2**20
 RESERVED = frozenset({SUMMARY_FILE})
 
 
+NOTEBOOK_SUFFIX = ".ipynb"
+
+
+def submission_stem(name: str) -> str:
+    """``alice.ipynb`` and ``alice`` both name the submission ``alice``: the
+    one rule for result names and for matching results to a roster."""
+    return name[: -len(NOTEBOOK_SUFFIX)] if name.endswith(NOTEBOOK_SUFFIX) else name
+
+
 def natural_result_name(submission_name: str) -> str:
     """``<stem>.json`` for ``<stem>.ipynb``: what a result is called unless
     that name is reserved or taken (see :func:`result_names`)."""
-    stem = submission_name[: -len(".ipynb")] if submission_name.endswith(".ipynb") else submission_name
-    return f"{stem}.json"
+    return f"{submission_stem(submission_name)}.json"
 
 
 def result_names(submission_names: list[str]) -> dict[str, str]:
@@ -116,7 +124,9 @@ def read_result(path: Path) -> Result | str:
         )
 
 
-KEEP_PER_SUBMISSION = 16 * 2**20  # bytes of arrays --keep-answers stores for one submission (this lesson: 3 MB)
+KEEP_PER_SUBMISSION = (
+    16 * 2**20
+)  # bytes of arrays --keep-answers stores for one submission (a lesson's answers are far smaller)
 KEEP_PER_BATCH = 2 * 2**30  # ... and for a whole batch
 
 

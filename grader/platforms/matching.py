@@ -1,8 +1,8 @@
 """A batch's results matched to a roster: what every LMS export starts from.
 
-:func:`match_results` reads ``RESULTS_DIR/<stem>.json`` (as written by
-:func:`grader.grade_batch`) and pairs each result with the roster line whose
-``submission`` has that stem.  Nothing is dropped silently: a roster student
+:func:`match_results` reads each result of ``RESULTS_DIR`` (as written by
+:func:`grader.grade_batch`) and pairs it with the roster line whose
+``submission`` names the file the result records (``alice`` or ``alice.ipynb``).  Nothing is dropped silently: a roster student
 without a result file, a result file that cannot be read or validated, and a
 result that no roster line claims are each listed in the :class:`Matching`,
 so the exports can show them.  A bad result file never stops an export.
@@ -87,12 +87,14 @@ def match_results(results_dir: Path | str, roster: Roster | Path | str) -> Match
     matching = Matching()
     found: dict[str, Graded] = {}
     for path in result_files(results_dir):
-        key = submission_key(path.name[: -len(".json")])
-        student = students.get(key)
         result = read_result(path)
-        if isinstance(result, str):
-            matching.unreadable.append(Unreadable(path, result, student))
-        elif student is None:
+        if isinstance(result, str):  # the file's name is all there is to say whose it was
+            matching.unreadable.append(Unreadable(path, result, students.get(submission_key(path.name[:-5]))))
+            continue
+        # the submission's own name, which the result records: a renamed result (alice.ipynb.json) still matches
+        key = submission_key(Path(result.submission.file).name)
+        student = students.get(key)
+        if student is None:
             matching.unmatched.append(path)
         else:
             found[key] = Graded(student, result, path)

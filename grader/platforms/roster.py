@@ -30,11 +30,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
 from grader.errors import RosterError
+from grader.grading.results_dir import submission_stem
 
 if TYPE_CHECKING:
     from _csv import Reader as CsvReader  # what csv.reader() returns (named _csv.reader at run time)
 
-NOTEBOOK_SUFFIX = ".ipynb"
 MAX_ROSTER_BYTES = 16 * 2**20
 
 
@@ -99,7 +99,7 @@ class Roster:
 
 def submission_key(name: str) -> str:
     """``alice.ipynb`` and ``alice`` both name the submission ``alice``."""
-    return name[: -len(NOTEBOOK_SUFFIX)] if name.endswith(NOTEBOOK_SUFFIX) else name
+    return submission_stem(name)
 
 
 def load_roster(path: Path | str) -> Roster:
