@@ -152,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a check whose result students do not see (repeatable)",
     )
     p.add_argument(
+        "--known-good",
+        type=Path,
+        metavar="NOTEBOOK",
+        help="the notebook setup.sh must grade full marks before the image is used (default: the solution)",
+    )
+    p.add_argument(
         "--visibility",
         default="visible",
         choices=("visible", "hidden", "after_due_date", "after_published"),
@@ -238,8 +244,11 @@ def _assignment_for(notebook: Path, name: str | None) -> Assignment:
 
 def _grade(args: argparse.Namespace, assignment: Assignment | None = None, keep_answers: Path | None = None) -> Result:
     from grader.grading.grade import grade
+    from grader.model.environment import require
 
     assignment = assignment or _assignment_for(args.notebook, args.assignment)
+    if args.command == "grade":  # an instructor's grade; a student's check runs (and says what it lacks) anyway
+        require(assignment.name, assignment.requirements, assignment.requirements_file)
     with _executor(args, args.notebook.resolve().parent) as executor:
         executor.start()  # the warm executor's imports overlap with loading the references
         return grade(
@@ -346,6 +355,7 @@ def cmd_gradescope(args: argparse.Namespace) -> int:
         args.out,
         visibility=args.visibility,
         test_visibility={name: "hidden" for name in args.hide},
+        known_good=args.known_good,
     )
     print(f"Gradescope autograder bundle: {path} (upload it as the assignment's autograder; see README.txt inside)")
     return 0
@@ -402,8 +412,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from grader.grading.grade import grade
     from grader.grading.references import load_references
     from grader.model.assignment import load_assignment
+    from grader.model.environment import unmet
 
     assignment = load_assignment(args.assignment)
+    missing = unmet(list(assignment.requirements))
+    for problem in missing:
+        print(f"environment FAIL: {problem}")
+    if assignment.requirements and not missing:
+        print(f"environment ok: {', '.join(assignment.requirements)}")
     references = load_references(assignment)
     executor = KernelExecutor()
     solution = grade(assignment.solution_path, assignment, executor=executor, references=references)
@@ -422,11 +438,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for t in template.tests:
         if t.status == "passed":
             print(f"  passes without any work: {t.name}")
-    return 0 if ok_solution and ok_template else 1
+    return 0 if ok_solution and ok_template and not missing else 1
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     from grader.execution.sandbox import FULL, ResourceLimits, probe
+    from grader.model.assignment import available_assignments, load_assignment
+    from grader.model.environment import unmet
 
     caps = probe()
     print(f"isolation: {caps.level}")
@@ -448,7 +466,21 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             "without full isolation a submission could read the solution or other results, or exhaust the machine; "
             "grade as root on Linux with cgroup v1, or pass --require-isolation to refuse"
         )
-    return 0 if caps.level == FULL else 1
+    environment_ok = True
+    for name in available_assignments():
+        try:
+            assignment = load_assignment(name)
+        except GraderError as exc:
+            print(f"assignment {name}: cannot be loaded: {exc}")
+            environment_ok = False
+            continue
+        problems = unmet(list(assignment.requirements))
+        environment_ok = environment_ok and not problems
+        allowed = ", ".join(assignment.requirements) or "nothing beyond the grader's own"
+        print(f"assignment {name}: students may use {allowed}: {'missing' if problems else 'ok'}")
+        for problem in problems:
+            print(f"  missing {problem}")
+    return 0 if caps.level == FULL and environment_ok else 1
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

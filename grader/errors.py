@@ -57,3 +57,10 @@ class RosterError(GraderError):
 class LmsError(GraderError):
     """An export or a publication cannot go on: results of several assignments,
     a line item URL or token that cannot be used."""
+
+
+class CourseEnvironmentError(GraderError):
+    """This Python environment lacks packages the assignment lets students
+    use: grading here would take points from students who use them."""
+
+    exit_code = 6

@@ -40,8 +40,19 @@ METADATA = {  # as documented in Gradescope's submission_metadata page
     "users": [{"email": "student@example.com", "id": 1234, "name": "Student User"}],
     "previous_submissions": [],
 }
-GRADESCOPE_TOP = {"score", "execution_time", "output", "visibility", "stdout_visibility", "extra_data", "tests"}
-GRADESCOPE_TEST = {"name", "score", "max_score", "status", "output", "visibility"}
+GRADESCOPE_TOP = {
+    "score",
+    "execution_time",
+    "output",
+    "output_format",
+    "test_output_format",
+    "test_name_format",
+    "visibility",
+    "stdout_visibility",
+    "extra_data",
+    "tests",
+}
+GRADESCOPE_TEST = {"name", "score", "max_score", "status", "output", "output_format", "visibility"}
 
 
 @pytest.fixture(scope="module")
@@ -72,16 +83,29 @@ def autograder_root(bundle: Path, tmp_path: Path, notebooks=(), metadata=METADAT
     return root
 
 
-def run_script(root: Path, python: str = sys.executable) -> tuple[dict, str]:
+def run_script(root: Path, python: str = sys.executable, fails: bool = False) -> tuple[dict | None, str]:
     """Run /autograder/run_autograder as Gradescope does (from /autograder),
-    with this venv's Python and the bundle's source first on the path."""
+    with this venv's Python and the bundle's source first on the path.  When
+    the autograder fails it must exit non-zero and leave no results.json (so
+    Gradescope records no score); else exit 0 with one."""
     env = {k: v for k, v in os.environ.items() if k not in ("GRADER_ROOT", "GRADER_CACHE_DIR", "PYTHONPATH")}
     env.update(AUTOGRADER_ROOT=str(root), GRADER_PYTHON=python, PYTHONPATH=str(root / "source"))
     proc = subprocess.run(
         [str(root / "run_autograder")], cwd=root, env=env, capture_output=True, text=True, timeout=400
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return json.loads((root / "results" / "results.json").read_text()), proc.stdout + proc.stderr
+    output = proc.stdout + proc.stderr
+    results = root / "results" / "results.json"
+    if fails:
+        assert proc.returncode != 0 and not results.exists(), output
+        assert "the autograder failed" in output
+        return None, output
+    assert proc.returncode == 0, output
+    return json.loads(results.read_text()), output
+
+
+def zf_read(bundle: Path, name: str) -> bytes:
+    with zipfile.ZipFile(bundle) as zf:
+        return zf.read(name)
 
 
 def sha256(data: bytes) -> str:
@@ -94,18 +118,24 @@ def sha256(data: bytes) -> str:
 def test_zip_has_the_two_executable_scripts_at_its_top_and_no_solution(bundle, assignment):
     with zipfile.ZipFile(bundle) as zf:
         infos = {i.filename: i for i in zf.infolist()}
-        digests = {sha256(zf.read(name)) for name in infos}
         config = json.loads(zf.read(CONFIG_FILE))
         readme = zf.read("README.txt").decode()
     for script in ("setup.sh", "run_autograder"):
         mode = infos[script].external_attr >> 16
         assert mode & 0o170000 == 0o100000 and mode & 0o111 == 0o111, f"{script}: mode {mode:o}"
     assert not any(name.startswith(("solutions/", "assignments/conv2d/examples/")) for name in infos)
-    assert sha256(assignment.solution_path.read_bytes()) not in digests
+    # the solution is there only as the known-good notebook setup.sh grades (root's alone once installed)
+    solution = sha256(assignment.solution_path.read_bytes())
+    assert [name for name, info in infos.items() if sha256(zf_read(bundle, name)) == solution] == [
+        "self-check/known-good.ipynb"
+    ]
     assert "grader/platforms/gradescope/templates/setup.sh" in infos and "pyproject.toml" in infos
+    assert zf_read(bundle, "course-requirements.txt") == b"scipy>=1.11\n"
     assert f"references/conv2d/{config['reference_key'][:32]}/manifest.json" in infos
     assert config["test_visibility"] == {HIDDEN: "hidden"}
     assert "768 MB" in readme and "2 GB" in readme
+    assert "never as root" in readme and "isolation: none" not in readme
+    assert "scipy>=1.11" in readme
 
 
 def test_requirements_pin_every_runtime_distribution_as_installed_here(bundle):
@@ -203,7 +233,31 @@ def test_setup_check_grades_the_bundled_template(bundle, tmp_path):
         timeout=400,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "bundle ok: conv2d" in proc.stdout and "template graded 0 / 10" in proc.stdout
+    assert "known-good notebook known-good.ipynb: 10 / 10" in proc.stdout
+    assert "template conv2d.ipynb: 0 / 10" in proc.stdout and "bundle ok" in proc.stdout
+
+
+@pytest.mark.slow
+def test_setup_check_refuses_an_image_that_grades_the_known_good_notebook_down(assignment, references, tmp_path):
+    """A known-good notebook that does not get full marks fails the build,
+    as an image that grades correct work down would."""
+    bundle = build_bundle(assignment, tmp_path / "a.zip", known_good=FIXTURES / "swapped_strides.ipynb")
+    root = autograder_root(bundle, tmp_path)
+    env = {k: v for k, v in os.environ.items() if k not in ("GRADER_ROOT", "PYTHONPATH")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "grader.platforms.gradescope", "--check", "--root", str(root)],
+        cwd=root / "source",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert proc.returncode != 0
+    assert "the known-good notebook got 5 / 10 in this image" in proc.stderr
+    assert "The strides are swapped" in proc.stderr
+    with zipfile.ZipFile(bundle) as zf:  # and the solution is not in a bundle with another known-good notebook
+        solution = sha256(assignment.solution_path.read_bytes())
+        assert all(sha256(zf.read(name)) != solution for name in zf.namelist())
 
 
 # --------------------------------------------------------------------------- what cannot be graded
@@ -227,33 +281,55 @@ def test_run_autograder_returns_what_it_writes(bundle, tmp_path):
     root = autograder_root(bundle, tmp_path)
     (root / "submission" / "notes.txt").write_text("my answers are in the other file")
     results = run_autograder(root)
+    assert results is not None
     assert results == json.loads((root / "results" / "results.json").read_text())
     assert "(it holds: notes.txt)" in results["output"]
 
 
-def test_corrupt_references_still_write_a_result(bundle, tmp_path):
+def test_corrupt_references_fail_the_autograder_and_record_no_score(bundle, tmp_path):
     root = autograder_root(bundle, tmp_path, ["correct"])
     (npy,) = list((root / "source" / "references").glob("conv2d/*/same_output.npy"))
     npy.write_bytes(npy.read_bytes()[:-8] + b"\0" * 8)
-    results, stdout = run_script(root)
-    assert results["score"] == 0 and results["tests"] == []
-    assert "missing or corrupt" in results["output"] and "tell your instructor" in results["output"]
-    assert "SolutionError" in stdout  # the traceback, for the instructor
+    _, stdout = run_script(root, fails=True)
+    assert "missing or corrupt" in stdout and "SolutionError" in stdout  # the reason, for the instructor
 
 
 def test_spec_edited_after_the_build_is_refused(bundle, tmp_path):
     root = autograder_root(bundle, tmp_path, ["correct"])
     spec = root / "source" / "assignments" / "conv2d" / "assignment.toml"
     spec.write_text(spec.read_text().replace("atol = 1e-3", "atol = 1.0"))
-    results, _ = run_script(root)
-    assert results["score"] == 0 and "changed since the bundle was built" in results["output"]
+    _, stdout = run_script(root, fails=True)
+    assert "changed since the bundle was built" in stdout
 
 
-def test_python_that_does_not_start_still_gets_a_result(bundle, tmp_path):
+def test_python_that_does_not_start_fails_the_autograder(bundle, tmp_path):
     root = autograder_root(bundle, tmp_path, ["correct"])
-    results, _ = run_script(root, python=str(tmp_path / "no-such-python"))
-    assert results["score"] == 0 and results["tests"] == []
-    assert "exited with status 127" in results["output"]
+    (root / "results").mkdir()
+    (root / "results" / "results.json").write_text('{"score": 10}')  # a stale one is not left behind
+    _, stdout = run_script(root, python=str(tmp_path / "no-such-python"), fails=True)
+    assert "status 127" in stdout
+
+
+def test_students_text_is_shown_as_text(bundle, tmp_path):
+    """Gradescope renders a top-level output as HTML unless told otherwise:
+    every output is declared "text", and terminal escapes are removed."""
+    from grader.platforms.gradescope import load_bundle, to_gradescope
+
+    root = autograder_root(bundle, tmp_path)
+    loaded = load_bundle(root / "source")
+    printed = "found <KerasTensor shape=(1, 255, 510, 1)> \x1b[31mred\x1b[0m\x00 & <b>"
+    from grader.grading.grade import invalid_result
+
+    result = invalid_result(root / "submission", loaded.assignment, printed, "kernel", 0.0, "k")
+    result = result.model_copy(
+        update={"tests": [result.tests[0].model_copy(update={"name": "<i>x</i>", "output": printed})]}
+    )
+    out = to_gradescope(result, loaded, [], {})
+    assert out["output_format"] == out["test_output_format"] == out["test_name_format"] == "text"
+    (test,) = out["tests"]
+    assert test["output_format"] == "text"
+    assert test["output"] == "found <KerasTensor shape=(1, 255, 510, 1)> red & <b>"
+    assert "\x1b" not in out["output"] and "\x00" not in out["output"]
 
 
 # --------------------------------------------------------------------------- small parts

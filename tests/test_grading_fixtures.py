@@ -28,6 +28,7 @@ CASES = [
     ("name_reused_later", 10, [], []),
     ("magics_and_plots", 10, [], []),
     ("error_in_unrelated_cell", 10, [], []),
+    ("scipy_box_blur", 10, [], []),  # SciPy is allowed by assignments/conv2d/requirements.txt
     ("swapped_strides", 5, [EX2, EX2V, EX3, EX3V], ["The strides are swapped", "found (1, 510, 255, 1)"]),
     ("no_same_padding", 7, [EX4, EX4V], ["padding='same' is missing", "found (1, 510, 510, 1)"]),
     ("normalized_kernel", 6, [EX3V, EX4V], ["exactly 1/9 of the expected ones"]),

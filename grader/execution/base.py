@@ -202,7 +202,7 @@ def run_units(
 def isolation_label(policy: Policy | None) -> str:
     if policy is None:
         return "none: no sandbox configured"
-    return sandbox.probe().describe(policy.isolate)
+    return sandbox.describe(policy)
 
 
 def finish_record(record: ExecutionRecord, plan: ExecutionPlan, workdir: Workdir, policy: Policy | None) -> None:

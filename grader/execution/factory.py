@@ -17,6 +17,7 @@ def make_executor(name: str = "kernel", policy: Policy | None = None) -> Executo
     a policy, students' code is sandboxed with the defaults."""
     if policy is None:
         policy = Policy(hide=sandbox.hidden_paths(cache_root()))
+    sandbox.preflight(policy)  # where only a uid switch is possible: can it run Python at all?
     if name == "kernel":
         from grader.execution.kernel import KernelExecutor
 

@@ -272,16 +272,7 @@ def _kernel_manager(workdir: Workdir, policy: Policy | None, uid: int) -> AsyncK
         "--HistoryManager.hist_file=:memory:",
     ]
     if policy is not None:
-        argv = [
-            sys.executable,
-            "-m",
-            "grader.execution.sandbox",
-            policy.to_json(),
-            str(workdir.root),
-            str(uid),
-            "--",
-            *argv,
-        ]
+        argv = sandbox.launcher(policy, workdir.root, uid, argv)
 
     class ThisPython(KernelSpecManager):
         def get_kernel_spec(self, kernel_name: str) -> KernelSpec:

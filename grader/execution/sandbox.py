@@ -52,6 +52,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from grader.errors import ExecutorError
 from grader.execution.untrusted import chown_tree, open_dir, read_capped, write_replacing
 
 CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x02000000, 0x04000000, 0x08000000
@@ -72,6 +73,9 @@ CGROUP_PARENT = "grader"
 RECORD_FILE = "sandbox.json"
 STUDENT_UID_BASE = 61000  # uids 61000..64999 are used for students, one per concurrent submission
 FULL, PARTIAL = "full", "partial"
+# The folder holding the grader package this process imported: the
+# sandbox's launcher imports that same copy, wherever it lives.
+PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 
 _libc = ctypes.CDLL(None, use_errno=True)
 # Top-level folders the student's process sees as they are; every other one
@@ -134,7 +138,14 @@ class Capabilities:
         }
         return [what for what, ok in wanted.items() if not ok]
 
-    def describe(self, isolate: bool) -> str:
+    @property
+    def uid_only(self) -> bool:
+        """Root without namespaces (root in a default Docker container, which
+        lacks CAP_SYS_ADMIN): the student's code still runs as an unprivileged
+        uid, but sees the host's files, protected by their permissions only."""
+        return self.root and not self.namespaces
+
+    def describe(self, isolate: bool, exposed: tuple[str, ...] = ()) -> str:
         """The value recorded in results' ``isolation`` field."""
         if not isolate:
             return "none: isolation disabled (--no-isolation); rlimits only"
@@ -142,6 +153,15 @@ class Capabilities:
             return (
                 "full: namespaces (mount, network, pid, ipc, uts, cgroup), fresh root, unprivileged uid, "
                 "cgroup memory+pids, rlimits"
+            )
+        if self.uid_only:
+            applied = ["unprivileged uid"]
+            applied += ["cgroup memory"] if self.cgroup_memory else []
+            applied += ["cgroup pids"] if self.cgroup_pids else []
+            seen = f"; readable by the student's uid: {', '.join(exposed)}" if exposed else ""
+            return (
+                "partial: missing " + "; ".join(self.missing) + "; " + ", ".join(applied) + ", rlimits applied; "
+                "the host's files are protected by their permissions only" + seen
             )
         return "partial: missing " + "; ".join(self.missing) + "; rlimits applied"
 
@@ -187,24 +207,109 @@ def _cgroup_writable(controller: str) -> bool:
 def visible_paths() -> tuple[Path, ...]:
     """What the student's process needs to see inside hidden folders: this
     package (its capture module) and the Python it runs (venv and base)."""
-    package = Path(__file__).resolve().parents[1]  # the whole grader package
+    package = PACKAGE_PARENT / "grader"  # the whole grader package
     return tuple(sorted({package, Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()}))
 
 
 def hidden_paths(*extra: Path | str | None) -> tuple[str, ...]:
-    """Paths a student must not see: every entry of the project folder but the
-    Python environment and this package, the grader's home (caches, and often
-    the Python installation, bound back in), and whatever the caller adds
-    (results and submissions folders, the reference cache)."""
+    """Paths a student must not see: every entry of the project folder (when
+    this package runs from a source checkout) but the Python environment and
+    this package, the grader's home (caches, and often the Python
+    installation, bound back in), and whatever the caller adds (results and
+    submissions folders, the reference cache, a Gradescope bundle)."""
     keep = visible_paths()
-    project = Path(__file__).resolve().parents[2]
     hide = {Path(p).resolve() for p in extra if p}
     hide.add(Path.home().resolve())
-    for entry in project.iterdir():
-        entry = entry.resolve()
-        if not any(k == entry or k.is_relative_to(entry) for k in keep):
-            hide.add(entry)
+    project = PACKAGE_PARENT
+    installed = any(project.is_relative_to(k) for k in keep if k != PACKAGE_PARENT / "grader")
+    if not installed:  # site-packages is the environment, not a project: its entries stay
+        for entry in project.iterdir():
+            entry = entry.resolve()
+            if not any(k == entry or k.is_relative_to(entry) for k in keep):
+                hide.add(entry)
     return tuple(sorted(str(h) for h in hide if h != Path("/")))
+
+
+def runtime_files() -> list[str]:
+    """What the student's process must be able to read to start: this
+    Python, its standard library, the packages a kernel imports, the capture
+    module."""
+    import importlib.util
+
+    files = [os.path.realpath(sys.executable), os.path.realpath(os.__file__)]
+    for module in ("ipykernel", "numpy", "encodings"):
+        spec = importlib.util.find_spec(module)
+        if spec is not None and spec.origin:
+            files.append(os.path.realpath(spec.origin))
+    files.append(str(PACKAGE_PARENT / "grader" / "execution" / "capture.py"))
+    return files
+
+
+def readable_as(uid: int, paths: list[str]) -> list[bool]:
+    """For each path, whether ``uid`` can open it for reading (a folder: list
+    it), tested in a short-lived child that becomes ``uid``."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+            answers = []
+            for path in paths:
+                try:
+                    os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC))
+                    answers.append(True)
+                except OSError:
+                    answers.append(False)
+            os.write(write_end, json.dumps(answers).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    found = json.loads(data or b"null")
+    if not isinstance(found, list) or len(found) != len(paths):
+        raise OSError("the access check as the student's uid did not report")
+    return [bool(x) for x in found]
+
+
+_exposed: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def preflight(policy: Policy) -> tuple[str, ...]:
+    """Before anything runs, where the student's code will run as another uid
+    without a mount namespace (:attr:`Capabilities.uid_only`): refuse
+    (:class:`~grader.errors.ExecutorError`) if that uid cannot start this
+    Python, since no namespace can bind it back in; and return the hidden
+    paths it could read, which results then name in ``isolation``.  Nothing
+    to check (and nothing returned) anywhere else."""
+    caps = probe()
+    if not (policy.isolate and caps.uid_only):
+        return ()
+    if policy.hide not in _exposed:
+        needed = runtime_files()
+        hidden = [p for p in policy.hide if os.path.lexists(p)]
+        answers = readable_as(student_uid(0), needed + hidden)
+        unreadable = [p for p, ok in zip(needed, answers, strict=False) if not ok]
+        if unreadable:
+            raise ExecutorError(
+                f"the students' uid ({student_uid(0)}) cannot read {', '.join(unreadable)}, so it cannot start "
+                "this Python; without a mount namespace (this machine does not allow one: no CAP_SYS_ADMIN, as in "
+                "a default Docker container) it cannot be bound back in. Grade with a Python that others may read "
+                "and run, e.g. a venv made with /usr/bin/python3.11 outside a private home"
+            )
+        _exposed[policy.hide] = tuple(p for p, ok in zip(hidden, answers[len(needed) :], strict=True) if ok)
+    return _exposed[policy.hide]
+
+
+def describe(policy: Policy) -> str:
+    """The isolation in force for ``policy`` on this machine, in words."""
+    caps = probe()
+    exposed = _exposed.get(policy.hide, ()) if policy.isolate and caps.uid_only else ()
+    return caps.describe(policy.isolate, exposed)
 
 
 def student_uid(slot: int) -> int:
@@ -464,7 +569,7 @@ def release(workdir_root: Path, status: int | None = None) -> None:
         _remove_cgroup(folder)
 
 
-def _remove_cgroup(folder: Path, timeout: float = 2.0) -> None:
+def _remove_cgroup(folder: Path, timeout: float = 10.0) -> None:
     """Remove a submission's cgroup, killing what is still in it (the
     submission is over: a kernel still dying, a straggler)."""
     deadline = time.monotonic() + timeout
@@ -620,9 +725,22 @@ def _clear_own_keyrings() -> None:
         _syscall("keyctl", KEYCTL_CLEAR, ctypes.c_int(keyring))
 
 
+def launcher(policy: Policy, workdir_root: Path, uid: int, command: list[str]) -> list[str]:
+    """The command line that isolates, then execs ``command``.  Python runs
+    isolated (``-I``: no current folder, no PYTHONPATH on its path) and imports
+    this very copy of the package, wherever it lives (a source folder, a
+    Gradescope bundle, site-packages): what it binds into the student's root
+    is then what the grader's capture module needs."""
+    code = (
+        f"import sys; sys.path.insert(0, {str(PACKAGE_PARENT)!r}); "
+        "from grader.execution.sandbox import main; main(sys.argv[1:])"
+    )
+    return [sys.executable, "-I", "-c", code, policy.to_json(), str(workdir_root), str(uid), "--", *command]
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m grader.execution.sandbox POLICY_JSON WORKDIR UID -- COMMAND...``:
-    isolate, then exec COMMAND (the kernel executor's kernel)."""
+    isolate, then exec COMMAND (the kernel executor's kernel); see :func:`launcher`."""
     argv = list(sys.argv[1:] if argv is None else argv)
     split = argv.index("--")
     policy_json, workdir_root, uid = argv[:split]

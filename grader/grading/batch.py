@@ -39,6 +39,7 @@ from grader.grading.results_dir import (
 )
 from grader.grading.stats import class_stats
 from grader.model.assignment import Assignment
+from grader.model.environment import require
 from grader.model.result import Result
 
 
@@ -111,6 +112,7 @@ def grade_batch(
     against the same references (solution, spec, data, library versions), so
     re-running a batch that was killed half-way grades only what is missing."""
     start = time.monotonic()
+    require(assignment.name, assignment.requirements, assignment.requirements_file)  # before anything is written
     submissions = find_submissions(folder)
     prepare_out(out)
     names = result_names([s.name for s in submissions])

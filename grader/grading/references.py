@@ -25,6 +25,7 @@ from grader.execution.base import Executor, prepare_workdir
 from grader.execution.kernel import KernelExecutor
 from grader.execution.plan import plan_execution, read_submission
 from grader.model.assignment import Assignment
+from grader.model.environment import environment_versions
 from grader.model.versions import current_versions
 from grader.settings import cache_root
 
@@ -45,6 +46,8 @@ def reference_key(assignment: Assignment, cache_dir: Path | None = None) -> str:
     for path in [assignment.solution_path, assignment.spec_path, *assignment.data_files, *assignment.computation_files]:
         h.update(path.name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
     h.update(current_versions().model_dump_json(exclude={"grader"}).encode())
+    if assignment.requirements:  # the course's packages, as installed here, may shape the solution's values
+        h.update(json.dumps(environment_versions(list(assignment.requirements))).encode())
     return h.hexdigest()
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grader.errors import AssignmentNotFound, SpecError
+from grader.model.environment import DEFAULT_REQUIREMENTS_FILE, requirements_of
 from grader.model.spec import SPEC_FILE, Spec, load_spec
 from grader.settings import load_settings
 
@@ -30,6 +31,7 @@ class Assignment:
     spec_path: Path
     spec: Spec
     solution_path: Path
+    requirements: tuple[str, ...] = ()  # the course's environment: [environment] and its requirements file
 
     @property
     def template_path(self) -> Path:
@@ -38,6 +40,13 @@ class Assignment:
     @property
     def data_files(self) -> list[Path]:
         return [self.folder / d for d in self.spec.data]
+
+    @property
+    def requirements_file(self) -> Path | None:
+        """The requirements file beside the spec, if the assignment has one."""
+        name = self.spec.environment.requirements_file or DEFAULT_REQUIREMENTS_FILE
+        path = self.folder / name
+        return path if path.is_file() else None
 
     @property
     def computation_files(self) -> list[Path]:
@@ -88,6 +97,7 @@ def load_assignment(name_or_path: str | Path, root: Path | str | None = None) ->
         spec_path=spec_path,
         spec=spec,
         solution_path=solutions / folder.name / spec.solution,
+        requirements=tuple(requirements_of(spec.environment, folder)),
     )
     for path in [assignment.template_path, *assignment.data_files, *assignment.computation_files]:
         if not path.is_file():

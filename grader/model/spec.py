@@ -13,6 +13,7 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from grader.errors import SpecError
+from grader.model.environment import Environment
 
 SPEC_FILE = "assignment.toml"
 FILE_PREFIX = "file:"
@@ -161,6 +162,9 @@ class Spec(_Strict):
     data: list[str] = Field([], description="files copied into the student's working directory (by base name)")
     limits: Limits = Limits()
     tolerance: Tolerance = Tolerance()
+    environment: Environment = Field(
+        Environment(), description="packages students may import beyond the grader's own (the course's environment)"
+    )
     answers: dict[str, Answer]
     checks: list[Check] = Field(min_length=1)
 

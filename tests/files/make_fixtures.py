@@ -171,7 +171,20 @@ def pixels_scaled(nb):
     return nb
 
 
+def scipy_box_blur(nb):
+    # SciPy is an allowed package of this assignment (requirements.txt): the box blur computed without Keras
+    return edit(
+        nb,
+        "answer:average_output",
+        "average_output = model.predict(img_tensor, verbose=0)",
+        "from scipy.signal import correlate2d\n\n"
+        "# a 3x3 box sum, every second row: what the all-ones kernel with strides (2, 1) computes\n"
+        'average_output = correlate2d(img, np.ones((3, 3)), mode="valid")[::2].reshape((1, 255, 510, 1))',
+    )
+
+
 FIXTURE_BUILDERS = {
+    "scipy_box_blur": scipy_box_blur,
     "correct": lambda nb: nb,
     "swapped_strides": swapped_strides,
     "no_same_padding": no_same_padding,

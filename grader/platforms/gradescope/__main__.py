@@ -40,18 +40,23 @@ def main(argv: list[str] | None = None) -> int:
         try:
             print(check_bundle(args.root, args.executor))
             return 0
-        except GraderError as exc:
+        except GraderError as exc:  # setup.sh fails, and with it the image build
             print(f"error: {exc}", file=sys.stderr)
             return exc.exit_code
     from grader.execution.factory import make_executor
+    from grader.execution.sandbox import Policy, hidden_paths
+    from grader.platforms.gradescope.bundle import REFERENCES_DIR
+    from grader.settings import cache_root
 
-    with make_executor(args.executor) as executor:
-        try:
-            run_autograder(args.root, executor)
-        except OSError as exc:
-            print(f"error: cannot write {args.root / 'results' / 'results.json'}: {exc}", file=sys.stderr)
-            return 1
-    return 0
+    # the bundle's folder (its references above all) and the grader's cache are not the students'
+    policy = Policy(hide=hidden_paths(args.root / "source", args.root / "source" / REFERENCES_DIR, cache_root()))
+    try:
+        with make_executor(args.executor, policy) as executor:
+            results = run_autograder(args.root, executor)
+    except GraderError as exc:  # no executor to be had here: the autograder failed, not the student
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0 if results is not None else 2
 
 
 if __name__ == "__main__":

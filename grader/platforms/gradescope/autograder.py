@@ -5,6 +5,7 @@ bundle in ``/autograder/source``, grade the notebook in
 from __future__ import annotations
 
 import json
+import re
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -14,10 +15,12 @@ import numpy as np
 from pydantic import ValidationError
 
 from grader.errors import SolutionError
+from grader.execution import sandbox
 from grader.execution.base import Executor
 from grader.grading.references import read_entry
 from grader.grading.results_dir import write_atomic
 from grader.model.assignment import Assignment, load_assignment
+from grader.model.environment import require
 from grader.model.result import Result, Versions
 from grader.model.versions import current_versions
 from grader.platforms.gradescope.bundle import CONFIG_FILE, REFERENCES_DIR, BundleConfig, BundleError, sha256_file
@@ -25,7 +28,14 @@ from grader.platforms.gradescope.bundle import CONFIG_FILE, REFERENCES_DIR, Bund
 DEFAULT_ROOT = Path("/autograder")
 PACKAGE = Path(__file__).resolve().parents[2]  # the grader package grading here
 IGNORED_IN_SUBMISSION = ("__MACOSX",)  # plus anything whose name starts with "." (.ipynb_checkpoints)
-AUTOGRADER_FAULT = "This is a problem of the autograder, not of your notebook: please tell your instructor."
+AUTOGRADER_FAILED = (
+    "the autograder failed, so no results.json is written: Gradescope shows the autograder as failed and records "
+    "no score for this submission"
+)
+# Gradescope's formats for the output strings: "text" renders nothing (no HTML, Markdown or ANSI), so what
+# students' code printed (`<KerasTensor ...>`) shows as it is; its default for the top-level output is HTML.
+OUTPUT_FORMAT = "text"
+CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|[\x00-\x08\x0b-\x1f\x7f]")
 
 
 @dataclass
@@ -47,6 +57,7 @@ def load_bundle(source: Path) -> Bundle:
     except (OSError, ValidationError) as exc:
         raise BundleError(f"{source / CONFIG_FILE}: not a usable bundle configuration: {exc}") from None
     assignment = load_assignment(config.assignment, root=source)
+    require(assignment.name, assignment.requirements)  # setup.sh installs them; an image without them must not grade
     changed = [
         rel
         for rel, digest in config.inputs.items()
@@ -74,28 +85,43 @@ def version_warnings(built: Versions, here: Versions) -> list[str]:
     ]
 
 
-def run_autograder(root: Path = DEFAULT_ROOT, executor: Executor | None = None) -> dict:
+def run_autograder(root: Path = DEFAULT_ROOT, executor: Executor | None = None) -> dict | None:
     """Grade the one notebook in ``root/submission/`` with the bundle in
     ``root/source/`` and write ``root/results/results.json``; return what was
-    written.  Never raises because of the submission or the bundle: a failure
-    is written as a result with score 0 and the reason."""
+    written.  Never raises because of the submission or the bundle.
+
+    A submission that cannot be graded (no notebook, not a notebook) gets
+    its 0 and the reason.  A failure of the autograder itself (an unusable
+    bundle, an environment that lacks the course's packages, a bug of ours)
+    is not the student's grade: then no results.json is left, which
+    Gradescope documents as "The autograder failed to execute correctly"
+    (no score is recorded, and the submission can be regraded once it is
+    fixed); the reason is printed, into results/stdout, for instructors.
+    Returns None then."""
     start = time.monotonic()
     root = Path(root)
-    try:
-        results = _grade_with(load_bundle(root / "source"), root, executor, start)
-    except Exception as exc:  # the bundle is unusable, or a bug of ours: still a results.json
-        traceback.print_exc()
-        results = failure_results(exc)
-    results["execution_time"] = round(time.monotonic() - start)
     out = root / "results" / "results.json"
     out.parent.mkdir(parents=True, exist_ok=True)
+    out.unlink(missing_ok=True)
+    try:
+        results = _grade_with(load_bundle(root / "source"), root, executor, start)
+    except Exception as exc:  # the bundle is unusable, or a bug of ours
+        traceback.print_exc()
+        results = None
+        reason = f"{type(exc).__name__}: {exc}"
+    else:
+        reason = "the grader failed on this submission (see above)"
+    if results is None:
+        print(f"{AUTOGRADER_FAILED}: {reason}")
+        return None
+    results["execution_time"] = round(time.monotonic() - start)
     write_atomic(out, json.dumps(results, indent=2, allow_nan=False) + "\n")
     return results
 
 
-def _grade_with(bundle: Bundle, root: Path, executor: Executor | None, start: float) -> dict:
+def _grade_with(bundle: Bundle, root: Path, executor: Executor | None, start: float) -> dict | None:
     from grader.execution.factory import make_executor
-    from grader.grading.grade import failure_result, grade, invalid_result
+    from grader.grading.grade import grade, invalid_result
 
     submitters, submission = read_submission_metadata(root / "submission_metadata.json")
     print(
@@ -107,6 +133,12 @@ def _grade_with(bundle: Bundle, root: Path, executor: Executor | None, start: fl
         print(f"warning: {warning}")
     key = bundle.config.reference_key
     executor = executor or make_executor()  # the sandboxed default, as everywhere: the submission is untrusted
+    print(f"isolation: {sandbox.describe(executor.policy) if executor.policy else 'none'}")
+    exposed = sandbox.preflight(executor.policy) if executor.policy else ()
+    if exposed:  # only a uid switch here (no CAP_SYS_ADMIN), and the bundle is not yet root's alone
+        raise BundleError(
+            f"the students' uid could read {', '.join(exposed)}: run setup.sh, which makes the bundle root's alone"
+        )
     notebook, problem = find_notebook(root / "submission", bundle.assignment.spec.template)
     if problem:
         result = invalid_result(
@@ -122,11 +154,14 @@ def _grade_with(bundle: Bundle, root: Path, executor: Executor | None, start: fl
                 references=bundle.references,
                 references_key=key,
             )
-        except Exception as exc:  # a failure of ours (or the machine's) on this submission
+        except Exception:  # a failure of ours (or the machine's) on this submission
             traceback.print_exc()
-            reason = f"the autograder failed on it ({type(exc).__name__}: {exc}). {AUTOGRADER_FAULT}"
-            result = failure_result(notebook, bundle.assignment, reason, executor.name, time.monotonic() - start, key)
+            return None
     print(f"{result.status}: {result.score:g} / {result.max_score:g}")
+    if result.status == "error":  # the grader failed on it: not a grade
+        for error in result.errors:
+            print(f"error: {error}")
+        return None
     return to_gradescope(result, bundle, submitters, submission)
 
 
@@ -188,7 +223,8 @@ def to_gradescope(result: Result, bundle: Bundle, submitters: list[dict], submis
             "score": t.score,
             "max_score": t.max_score,
             "status": t.status,
-            "output": t.output,
+            "output": plain(t.output),
+            "output_format": OUTPUT_FORMAT,
             "visibility": config.visibility_of(t.name),
         }
         for t in result.tests
@@ -196,7 +232,10 @@ def to_gradescope(result: Result, bundle: Bundle, submitters: list[dict], submis
     return {
         "score": result.score,
         "execution_time": 0,
-        "output": student_summary(result, config),
+        "output": plain(student_summary(result, config)),
+        "output_format": OUTPUT_FORMAT,
+        "test_output_format": OUTPUT_FORMAT,
+        "test_name_format": OUTPUT_FORMAT,
         "visibility": config.visibility,
         "stdout_visibility": config.stdout_visibility,
         "tests": tests,
@@ -230,39 +269,47 @@ def student_summary(result: Result, config: BundleConfig) -> str:
     )
 
 
-def failure_results(exc: BaseException) -> dict:
-    """results.json when the bundle itself is unusable: score 0 and the reason."""
-    reason = f"{type(exc).__name__}: {exc}"
-    return {
-        "score": 0.0,
-        "execution_time": 0,
-        "output": f"The autograder could not grade this submission ({reason}). {AUTOGRADER_FAULT}",
-        "visibility": "visible",
-        "stdout_visibility": "hidden",
-        "tests": [],
-        "extra_data": {"error": "".join(traceback.format_exception(exc))},
-    }
+def plain(text: str) -> str:
+    """Text as Gradescope's ``text`` format shows it: terminal escapes and
+    control characters (which students' code may print) removed, nothing else."""
+    return CONTROL.sub("", text)
 
 
 def check_bundle(root: Path, executor_name: str | None = None) -> str:
-    """For setup.sh: load the unpacked bundle and grade its own template, so a
-    broken image fails when it is built rather than at the first submission."""
+    """For setup.sh: load the unpacked bundle, grade its known-good notebook
+    and its template, and raise :class:`BundleError` unless the known-good one
+    gets full marks and the template runs: a broken image fails when it is
+    built, rather than grading every student 0."""
     from grader.execution.factory import make_executor
     from grader.grading.grade import grade
 
     bundle = load_bundle(root / "source")
+    known_good = root / "source" / bundle.config.known_good
+    lines = [f"bundle: {bundle.assignment.name}, references {bundle.config.reference_key[:12]}"]
     with make_executor(executor_name or "kernel") as executor:
-        result = grade(
-            bundle.assignment.template_path,
-            bundle.assignment,
-            executor=executor,
-            references=bundle.references,
-            references_key=bundle.config.reference_key,
+        exposed = sandbox.preflight(executor.policy) if executor.policy else ()
+        if exposed:
+            raise BundleError(f"the students' uid could read {', '.join(exposed)}: the bundle must be root's alone")
+        lines.append(f"isolation: {sandbox.describe(executor.policy) if executor.policy else 'none'}")
+        results = {}
+        for label, notebook in (("known-good notebook", known_good), ("template", bundle.assignment.template_path)):
+            results[label] = result = grade(
+                notebook,
+                bundle.assignment,
+                executor=executor,
+                references=bundle.references,
+                references_key=bundle.config.reference_key,
+            )
+            lines.append(
+                f"{label} {notebook.name}: {result.score:g} / {result.max_score:g} in {result.timings.total_s:.1f} s"
+            )
+    good, template = results["known-good notebook"], results["template"]
+    if good.score != good.max_score:
+        failed = "; ".join(f"{t.name}: {t.output}" for t in good.tests if t.status != "passed")
+        raise BundleError(
+            f"the known-good notebook got {good.score:g} / {good.max_score:g} in this image, so students would be "
+            f"graded wrongly: {good.errors[0] if good.errors else failed}"
         )
-    if result.status != "graded" or any(c.status == "died" for c in result.cells):
-        raise BundleError(f"the template did not run in this image: {result.output}")
-    lines = [
-        f"bundle ok: {bundle.assignment.name}, references {bundle.config.reference_key[:12]}, "
-        f"template graded {result.score:g} / {result.max_score:g} in {result.timings.total_s:.1f} s"
-    ]
-    return "\n".join(lines + [f"warning: {w}" for w in bundle.warnings])
+    if template.status != "graded" or any(c.status == "died" for c in template.cells):
+        raise BundleError(f"the template did not run in this image: {template.output}")
+    return "\n".join([*lines, "bundle ok", *(f"warning: {w}" for w in bundle.warnings)])

@@ -29,6 +29,8 @@ CONFIG_FILE = "gradescope.json"
 REFERENCES_DIR = "references"  # a reference cache holding this assignment's entry only
 EXECUTABLES = ("setup.sh", "run_autograder")
 PROJECT = Path(__file__).resolve().parents[3]
+KNOWN_GOOD = "self-check/known-good.ipynb"
+COURSE_REQUIREMENTS = "course-requirements.txt"
 PACKAGE_FILES = ("pyproject.toml", "README.md")  # what `pip install` of the bundle needs besides grader/
 
 
@@ -50,6 +52,7 @@ class BundleConfig(BaseModel):
     visibility: Visibility = "visible"
     stdout_visibility: Visibility = "hidden"
     test_visibility: dict[str, Visibility] = {}  # check name -> visibility, overriding ``visibility``
+    known_good: str = KNOWN_GOOD  # the notebook setup.sh grades: it must get full marks
 
     def visibility_of(self, check: str) -> Visibility:
         return self.test_visibility.get(check, self.visibility)
@@ -62,11 +65,14 @@ def build_bundle(
     visibility: Visibility = "visible",
     stdout_visibility: Visibility = "hidden",
     test_visibility: Mapping[str, Visibility] | None = None,
+    known_good: Path | None = None,
 ) -> Path:
     """Write the Gradescope autograder zip for an assignment (a loaded one, a
     name or a folder) and return its path.  Builds the reference answers from
     the solution if they are not cached yet; ``test_visibility`` maps check
-    names to Gradescope visibilities (``hidden``...)."""
+    names to Gradescope visibilities (``hidden``...).  ``known_good``: the
+    notebook setup.sh must grade full marks (default: the solution, which
+    the bundle then holds for root's eyes only)."""
     if not isinstance(assignment, Assignment):
         assignment = load_assignment(assignment)
     test_visibility = dict(test_visibility or {})
@@ -89,6 +95,9 @@ def build_bundle(
     except ValidationError as exc:
         raise BundleError(f"invalid Gradescope settings: {exc}") from None
     references = load_references(assignment)  # built from the solution unless cached
+    known_good = Path(known_good) if known_good is not None else assignment.solution_path
+    if not known_good.is_file():
+        raise BundleError(f"the known-good notebook {known_good} does not exist")
     out_zip = Path(out_zip)
     with tempfile.TemporaryDirectory(prefix="grader-bundle-") as tmp:
         stage = Path(tmp)
@@ -99,6 +108,9 @@ def build_bundle(
         (entry / PINNED_KEY_FILE).write_text(key + "\n", encoding="utf-8")
         (stage / CONFIG_FILE).write_text(config.model_dump_json(indent=2) + "\n", encoding="utf-8")
         (stage / "requirements.txt").write_text("\n".join(pinned_requirements()) + "\n", encoding="utf-8")
+        (stage / COURSE_REQUIREMENTS).write_text("".join(f"{r}\n" for r in assignment.requirements), encoding="utf-8")
+        (stage / KNOWN_GOOD).parent.mkdir()
+        shutil.copyfile(known_good, stage / KNOWN_GOOD)
         for name in EXECUTABLES:
             (stage / name).write_text(template(name), encoding="utf-8")
         (stage / "README.txt").write_text(bundle_readme(assignment, config), encoding="utf-8")
@@ -139,6 +151,7 @@ def bundle_readme(assignment: Assignment, config: BundleConfig) -> str:
         visibility=config.visibility,
         stdout_visibility=config.stdout_visibility,
         test_visibility=f"\n  Checks with their own visibility:{overrides}" if overrides else "",
+        course_requirements=", ".join(assignment.requirements) or "nothing beyond the grader's own packages",
     )
 
 
@@ -148,6 +161,8 @@ def sha256_file(path: Path) -> str:
 
 def _input_digests(assignment: Assignment) -> dict[str, str]:
     files = [assignment.spec_path, *assignment.data_files]
+    if assignment.requirements_file is not None:
+        files.append(assignment.requirements_file)
     return {f.relative_to(assignment.folder).as_posix(): sha256_file(f) for f in files}
 
 
