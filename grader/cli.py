@@ -182,6 +182,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", help="gradebook column title (default: the assignment's title)")
     p.add_argument("--assignment-id", help="Canvas: the existing assignment's id (else Canvas creates a new column)")
     p.add_argument("--points", type=float, help="rescale scores to this many points (default: the assignment's)")
+    p.add_argument(
+        "--missing-as-zero",
+        action="store_true",
+        help="CSV: give 0 to roster students without a result (default: leave them out; an empty cell would clear "
+        "the LMS's grade)",
+    )
+    p.add_argument(
+        "--map-by",
+        default="User ID",
+        choices=("Email address", "Username", "ID number", "User ID"),
+        help="Moodle: the column you will choose under 'Identify user by' (every exported student must have it)",
+    )
 
     p = add("publish", cmd_publish, "POST LTI 1.3 AGS scores for a results folder to a line item's /scores endpoint.")
     p.add_argument("format", choices=("lti",))
@@ -384,9 +396,18 @@ def cmd_export(args: argparse.Namespace) -> int:
             assignment_id=args.assignment_id,
             title=args.title,
             points_possible=args.points,
+            missing_as_zero=args.missing_as_zero,
         )
     else:
-        exported = export_moodle(args.results, args.roster, args.out, title=args.title, points_possible=args.points)
+        exported = export_moodle(
+            args.results,
+            args.roster,
+            args.out,
+            title=args.title,
+            points_possible=args.points,
+            missing_as_zero=args.missing_as_zero,
+            map_by=args.map_by,
+        )
     _warn(exported.notes())
     print(f"{args.format.capitalize()} gradebook written to {args.out}")
     return 0

@@ -271,7 +271,9 @@ def test_lti_export_writes_one_score_per_student_with_a_result(klass, tmp_path):
     export = export_lti(results, roster, tmp_path / "scores.json")
     scores = json.loads((tmp_path / "scores.json").read_text())
     by_user = {s["userId"]: s for s in scores}
-    assert list(by_user) == ["101", "u-bob", "103", "104"]  # roster order; frank, erin and mallory get none
+    assert list(by_user) == ["101", "u-bob", "103"]  # roster order; dave (grader failed), frank, erin, mallory: none
+    assert [g.student.user_id for g in export.matching.failed] == ["104"]
+    assert "Dave (104): the grader failed on this submission, so no grade is sent" in "\n".join(export.matching.notes())
     assert [s.user_id for s in export.matching.without_result] == ["106", "105"]
     for score in scores:
         assert TIMESTAMP.match(score["timestamp"])
@@ -297,8 +299,8 @@ def test_lti_export_writes_one_score_per_student_with_a_result(klass, tmp_path):
             "FullyGraded",
             "6 / 10 points. 2 of 5 checks failed: Exercise 2: values; Exercise 3: values.",
         ),
-        ("103", 0.0, "Submitted", "PendingManual", "could not be graded: not a notebook: truncated JSON"),
-        ("104", None, "Submitted", "Failed", "The grader failed on this submission"),
+        # an explicit 0 Moodle keeps (it drops scoreGiven unless FullyGraded), saying why
+        ("103", 0.0, "Submitted", "FullyGraded", "could not be graded: not a notebook: truncated JSON"),
     ],
 )
 def test_score_fields_follow_the_result_status(klass, tmp_path, user, given, activity, grading, comment):
@@ -429,6 +431,11 @@ class FakePlatform(BaseHTTPRequestHandler):
         with self.server.lock:
             self.server.requests.append(user)
             seen = self.server.requests.count(user)
+            if not problems and not user.startswith(("status", "flaky", "close", "redirect")):
+                # what Canvas and Moodle store: Moodle keeps scoreGiven only when FullyGraded, and both store a
+                # Failed Score, or one without scoreGiven, as no grade (erasing what was there)
+                keeps = score.get("gradingProgress") == "FullyGraded" and "scoreGiven" in score
+                self.server.gradebook[user] = score["scoreGiven"] if keeps else None
         if problems:
             return self.answer(422, "; ".join(problems))
         behaviour, _, code = user.partition("-")
@@ -458,6 +465,9 @@ class FakePlatform(BaseHTTPRequestHandler):
         pass
 
 
+GRADEBOOK: dict[str, float | None] = {}  # the platform's stored grades, user -> score (None: no grade)
+
+
 @pytest.fixture
 def platform(monkeypatch):
     """The line item URL of a FakePlatform on 127.0.0.1 (port 0), and its request log."""
@@ -465,12 +475,25 @@ def platform(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakePlatform)
     server.daemon_threads, server.block_on_close = True, False
-    server.requests, server.lock = [], threading.Lock()
+    server.requests, server.lock, server.gradebook = [], threading.Lock(), GRADEBOOK
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}/courses/1/line_items/7?type=x", server.requests
     server.shutdown()
     server.server_close()
+
+
+def test_publishing_never_erases_a_grade_the_platform_holds(klass, platform):
+    """Dave's grading failed and Carol's file is not a notebook: Dave's earlier
+    grade stays (nothing is sent for him), Carol gets a 0 Moodle keeps."""
+    results, roster = klass
+    lineitem, requests = platform
+    GRADEBOOK.clear()
+    GRADEBOOK.update({"104": 9.0, "103": 7.0, "106": 5.0})
+    report = publish_lti(results, roster, lineitem, TOKEN)
+    assert report.ok and sorted(requests) == ["101", "103", "u-bob"]
+    assert GRADEBOOK == {"101": 10.0, "u-bob": 6.0, "103": 0.0, "104": 9.0, "106": 5.0}
+    assert any("Dave (104): the grader failed on this submission, so no grade is sent" in n for n in report.notes())
 
 
 def score(user: str) -> Score:
@@ -626,10 +649,7 @@ def test_canvas_csv_has_the_gradebook_columns_and_every_roster_student(klass, tm
         ["Alice Liddell", "101", "S1", "alice", "A", "10"],
         ["Bob", "", "", "", "A", "6"],  # an LTI id is not a Canvas ID
         ["Carol", "103", "S3", "", "B", "0"],
-        ["Dave", "104", "", "", "B", ""],
-        ["Erin", "105", "", "", "", ""],
-        ["Frank", "106", "S6", "", "", ""],
-    ]
+    ]  # no empty grade cell: it would clear what Canvas holds for Dave, Erin and Frank
     assert [s.user_id for s in export.ungraded] == ["104", "105", "106"]
     assert [s.user_id for s in export.unidentified] == ["u-bob"]
     notes = "\n".join(export.notes())
@@ -644,35 +664,93 @@ def test_canvas_csv_rescales_to_the_column_points_and_takes_a_title(klass, tmp_p
     export = export_canvas(results, roster, tmp_path / "canvas.csv", title="Lab 3", points_possible=25)
     rows = read_csv(export.text)
     assert rows[0][-1] == "Lab 3" and rows[1][-1] == "25"
-    assert [row[-1] for row in rows[2:]] == ["25", "15", "0", "", "", ""]
+    assert [row[-1] for row in rows[2:]] == ["25", "15", "0"]
 
 
 def test_moodle_csv_has_identifier_grade_and_feedback_columns(klass, tmp_path):
     results, roster = klass
     export = export_moodle(results, roster, tmp_path / "moodle.csv")
     rows = read_csv((tmp_path / "moodle.csv").read_text())
-    assert rows[0] == [
-        "Full name",
-        "Email address",
-        "Username",
-        "ID number",
-        "User ID",
-        "Conv2D filters",
-        "Conv2D filters (feedback)",
+    # Carol has no email or username and Bob no ID number: those columns are not written, so none can be mapped by
+    assert rows[0] == ["Full name", "User ID", "Conv2D filters", "Conv2D filters (feedback)"]
+    assert [row[:3] for row in rows[1:]] == [
+        ["Alice Liddell", "101", "10"],
+        ["Bob", "u-bob", "6"],
+        ["Carol", "103", "0"],
     ]
-    assert [row[:6] for row in rows[1:]] == [
-        ["Alice Liddell", "alice@example.org", "aliddell", "S1", "101", "10"],
-        ["Bob", "bob@example.org", "bob", "", "u-bob", "6"],
-        ["Carol", "", "", "S3", "103", "0"],
-        ["Dave", "dave@example.org", "", "", "104", ""],
-        ["Erin", "", "", "", "105", ""],
-        ["Frank", "frank@example.org", "", "S6", "106", ""],
-    ]
-    feedbacks = [row[6] for row in rows[1:]]
+    feedbacks = [row[3] for row in rows[1:]]
     assert feedbacks[0] == "10 / 10 points. All 5 checks passed."
     assert feedbacks[1].startswith("6 / 10 points. 2 of 5 checks failed: Exercise 2: values")
-    assert "could not be graded" in feedbacks[2] and feedbacks[3:] == ["", "", ""]
+    assert "could not be graded" in feedbacks[2]
     assert [s.user_id for s in export.ungraded] == ["104", "105", "106"]
+
+
+def moodle_import(text: str, map_by: str) -> dict[str, str]:
+    """What Moodle's grade import (grade/import/csv) does with a file, as the
+    issue records it: rows are applied by the mapping column, a row whose
+    mapping cell is blank goes to the previous row's student, an empty grade
+    cell stores "no grade".  Returns user -> stored grade ("" for no grade)."""
+    rows = read_csv(text)
+    column = rows[0].index(map_by)
+    grade_column = len(rows[0]) - 2
+    stored, user = {}, None
+    for row in rows[1:]:
+        user = row[column] or user
+        stored[user] = row[grade_column]
+    return stored
+
+
+@pytest.mark.parametrize("map_by", ["User ID", "Email address", "Username", "ID number"])
+def test_moodle_import_puts_every_grade_on_its_student_and_erases_nothing(tmp_path, map_by):
+    results = tmp_path / "results"
+    write_results(
+        results,
+        {"a": make_result("a.ipynb"), "b": make_result("b.ipynb", passed=2), "c": make_result("c.ipynb", passed=4)},
+    )
+    roster = write_roster(
+        tmp_path / "r.csv",
+        "submission,user_id,name,email,username,sis_id\n"
+        "a,1,Ann,ann@x.org,ann,S1\nb,2,Ben,ben@x.org,ben,S2\nc,3,Cy,cy@x.org,cy,S3\nd,4,Di,di@x.org,di,S4\n",
+    )
+    export = export_moodle(results, roster, tmp_path / "m.csv", map_by=map_by)
+    stored = moodle_import(export.text, map_by)
+    key = {"User ID": "{}", "Email address": "{}@x.org", "Username": "{}", "ID number": "S{}"}[map_by]
+    names = {"1": "ann", "2": "ben", "3": "cy"}
+    expected = {
+        key.format(names[u] if map_by in ("Email address", "Username") else u): g
+        for u, g in [("1", "10"), ("2", "4"), ("3", "8")]
+    }
+    assert stored == expected  # Di has no result: not in the file, so Moodle keeps what it holds
+    assert "" not in stored.values()
+
+
+def test_moodle_export_refuses_rows_without_the_mapping_cell_naming_the_students(klass, tmp_path):
+    results, roster = klass
+    with pytest.raises(RosterError, match=r"by 'Email address', which 1 student\(s\) lack: Carol \(103\)"):
+        export_moodle(results, roster, tmp_path / "m.csv", map_by="Email address")
+    assert not (tmp_path / "m.csv").exists()
+
+
+def test_missing_as_zero_gives_missing_students_0_but_never_a_grader_failure(klass, tmp_path):
+    results, roster = klass
+    export = export_moodle(results, roster, tmp_path / "m.csv", missing_as_zero=True)
+    rows = {row[1]: row for row in read_csv(export.text)[1:]}
+    assert rows["105"][2] == "0" and rows["106"][2] == "0" and "no graded submission" in rows["106"][3]
+    assert "104" not in rows  # Dave's grading failed: ours, not his
+    canvas = read_csv(export_canvas(results, roster, tmp_path / "c.csv", missing_as_zero=True).text)
+    assert [row[0] for row in canvas[2:]] == ["Alice Liddell", "Bob", "Carol", "Erin", "Frank"]
+
+
+def test_gradebook_text_cells_never_run_as_formulas(tmp_path):
+    results = tmp_path / "results"
+    write_results(results, {"a": make_result("a.ipynb")})
+    roster = write_roster(
+        tmp_path / "r.csv", 'submission,user_id,name,section\na,1,"=HYPERLINK(""http://x"",""y"")",@SUM(A1)\n'
+    )
+    canvas = read_csv(export_canvas(results, roster, tmp_path / "c.csv").text)
+    assert canvas[2][0] == '\'=HYPERLINK("http://x","y")' and canvas[2][4] == "'@SUM(A1)"
+    moodle = read_csv(export_moodle(results, roster, tmp_path / "m.csv").text)
+    assert moodle[1][0].startswith("'=")
 
 
 def test_exports_refuse_to_overwrite_the_batch_files_and_report_unwritable_output(klass, tmp_path):

@@ -8,16 +8,19 @@ Brightspace accept the same object) is made from each roster student's result:
 result ``status``      ``activityProgress``  ``gradingProgress``    ``scoreGiven`` / ``scoreMaximum``
 =====================  ====================  =====================  =========================================
 ``graded``             ``Completed``         ``FullyGraded``        the score / the assignment's points
-``invalid_submission`` ``Submitted``         ``PendingManual``      0 / the assignment's points
-``error``              ``Submitted``         ``Failed``             absent (no score was computed)
+``invalid_submission`` ``Submitted``         ``FullyGraded``        0 / the assignment's points
+``error``              no Score is sent: the platform keeps what it holds
 =====================  ====================  =====================  =========================================
 
 - ``graded`` covers notebooks that ran only partly: the checks decided the score.
-- An invalid submission (not a readable notebook) scores 0, but it is often the
-  wrong file uploaded, so ``PendingManual`` asks the platform to flag it for a
-  person; the comment says why it could not be graded.
-- A grader failure is ours, not the student's: ``Failed`` makes platforms
-  ignore the score (Canvas documents this), and none is sent.
+- An invalid submission (not a readable notebook) is an explicit 0,
+  ``FullyGraded``, with a comment saying why it could not be graded: Moodle
+  keeps ``scoreGiven`` only when ``FullyGraded`` (a ``PendingManual`` 0 would
+  be stored as no grade).
+- A grader failure is ours, not the student's, and sends nothing: Canvas and
+  Moodle both store a ``Failed`` Score, or one without ``scoreGiven``, as no
+  grade, erasing an earlier good one.  Such students are listed for the
+  operator (:attr:`Matching.failed`) with what to do.
 - Students on the roster without a readable result get no Score; they are
   listed in the :class:`~grader.platforms.matching.Matching` instead.
 
@@ -69,8 +72,7 @@ GradingProgress = Literal["FullyGraded", "Pending", "PendingManual", "Failed", "
 # result status -> (activityProgress, gradingProgress)
 PROGRESS: dict[str, tuple[ActivityProgress, GradingProgress]] = {
     "graded": ("Completed", "FullyGraded"),
-    "invalid_submission": ("Submitted", "PendingManual"),
-    "error": ("Submitted", "Failed"),
+    "invalid_submission": ("Submitted", "FullyGraded"),
 }
 
 
@@ -96,12 +98,13 @@ class Score(BaseModel):
 def score_for(graded: Graded) -> Score:
     """The Score a roster student's result becomes (see the module's table)."""
     result = graded.result
+    if result.status not in PROGRESS:
+        raise LmsError(f"{graded.student.label}: a {result.status!r} result is not a grade; no Score is made for it")
     activity, grading = PROGRESS[result.status]
-    given = None if result.status == "error" else result.score
     return Score(
         user_id=graded.student.user_id,
-        score_given=given,
-        score_maximum=None if given is None else result.max_score,
+        score_given=result.score,
+        score_maximum=result.max_score,
         activity_progress=activity,
         grading_progress=grading,
         timestamp=score_timestamp(result.graded_at),
@@ -110,8 +113,10 @@ def score_for(graded: Graded) -> Score:
 
 
 def build_scores(matching: Matching) -> list[Score]:
-    """One Score per roster student with a readable result, in roster order."""
-    return [score_for(g) for g in matching.graded]
+    """One Score per roster student with a readable result the grader did not
+    fail on, in roster order (the others are in ``matching.failed`` and
+    ``matching.without_result``)."""
+    return [score_for(g) for g in matching.graded if g.result.status != "error"]
 
 
 def score_timestamp(graded_at: str) -> str:

@@ -57,6 +57,11 @@ class Matching:
         return titles.most_common(1)[0][0] if titles else None
 
     @property
+    def failed(self) -> list[Graded]:
+        """Students whose grading failed (ours, not theirs): no grade is sent for them."""
+        return [g for g in self.graded if g.result.status == "error"]
+
+    @property
     def without_result(self) -> list[Student]:
         """Roster students the LMS gets no grade for: no result file, or an unreadable one."""
         return self.missing + [u.student for u in self.unreadable if u.student]
@@ -71,6 +76,12 @@ class Matching:
             for u in self.unreadable
         ]
         lines += [f"result {p.name} matches no roster line; not exported" for p in self.unmatched]
+        lines += [
+            f"{g.student.label}: the grader failed on this submission, so no grade is sent and the LMS keeps "
+            f"what it has; fix the cause ({g.result.errors[0] if g.result.errors else 'see the result'}), "
+            "regrade with `grader batch --force`, then export or publish again"
+            for g in self.failed
+        ]
         return lines
 
 
