@@ -9,6 +9,7 @@ import json
 import re
 import threading
 import time
+import urllib.parse
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -431,6 +432,12 @@ class FakePlatform(BaseHTTPRequestHandler):
         with self.server.lock:
             self.server.requests.append(user)
             seen = self.server.requests.count(user)
+            if not problems and getattr(self.server, "moodle", False):
+                # Moodle's AGS scores endpoint: 409 when its stored timestamp is at or after the one sent
+                stored = self.server.stamps.get(user)
+                if stored is not None and stored >= score["timestamp"]:
+                    return self.answer(409, "a newer or equal score is already stored")
+                self.server.stamps[user] = score["timestamp"]
             if not problems and not user.startswith(("status", "flaky", "close", "redirect")):
                 # what Canvas and Moodle store: Moodle keeps scoreGiven only when FullyGraded, and both store a
                 # Failed Score, or one without scoreGiven, as no grade (erasing what was there)
@@ -451,6 +458,16 @@ class FakePlatform(BaseHTTPRequestHandler):
             return self.answer(307, "moved", {"Location": f"http://127.0.0.1:{self.server.server_port}/elsewhere"})
         self.answer(200, json.dumps({"resultUrl": f"/results/{user}"}))
 
+    def do_GET(self):
+        """AGS results of the line item (``?user_id=``), from what was stored."""
+        parts = urllib.parse.urlsplit(self.path)
+        user = urllib.parse.parse_qs(parts.query).get("user_id", [None])[0]
+        if not parts.path.endswith("/line_items/7/results") or self.headers.get("Authorization") != f"Bearer {TOKEN}":
+            return self.answer(404, "no such results")
+        held = self.server.gradebook.get(user)
+        results = [] if held is None else [{"userId": user, "resultScore": held, "resultMaximum": 10.0}]
+        self.answer(200, json.dumps(results))
+
     def answer(self, code: int, text: str, headers: dict | None = None):
         data = text.encode()
         self.send_response(code)
@@ -466,6 +483,11 @@ class FakePlatform(BaseHTTPRequestHandler):
 
 
 GRADEBOOK: dict[str, float | None] = {}  # the platform's stored grades, user -> score (None: no grade)
+SERVERS: dict[int, ThreadingHTTPServer] = {}  # id(request log) -> its server
+
+
+def server_of(requests: list) -> ThreadingHTTPServer:
+    return SERVERS[id(requests)]
 
 
 @pytest.fixture
@@ -476,11 +498,30 @@ def platform(monkeypatch):
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakePlatform)
     server.daemon_threads, server.block_on_close = True, False
     server.requests, server.lock, server.gradebook = [], threading.Lock(), GRADEBOOK
+    SERVERS[id(server.requests)] = server
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}/courses/1/line_items/7?type=x", server.requests
     server.shutdown()
     server.server_close()
+
+
+def test_republishing_to_moodle_is_idempotent(klass, platform):
+    """Moodle answers 409 to a score whose timestamp is not newer than the one
+    it holds: the same results published again (or a retry after a lost
+    answer) were delivered, as the results service shows, and say so."""
+    results, roster = klass
+    lineitem, requests = platform
+    server_of(requests).moodle, server_of(requests).stamps = True, {}
+    GRADEBOOK.clear()
+    first = publish_lti(results, roster, lineitem, TOKEN)
+    again = publish_lti(results, roster, lineitem, TOKEN)
+    assert first.ok and again.ok, again.notes()
+    assert [(p.outcome, p.status) for p in again.posted] == [("accepted", 409)] * 3
+    assert all(p.detail == "already held by the platform (409)" for p in again.posted)
+    GRADEBOOK["101"] = 3.0  # a teacher changed Alice's grade in Moodle since: ours is not what it holds
+    third = publish_lti(results, roster, lineitem, TOKEN)
+    assert [p.outcome for p in third.posted] == ["rejected", "accepted", "accepted"]
 
 
 def test_publishing_never_erases_a_grade_the_platform_holds(klass, platform):

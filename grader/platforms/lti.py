@@ -63,6 +63,7 @@ from grader.platforms.matching import Graded, LmsError, Matching, feedback, matc
 from grader.platforms.roster import Roster
 
 SCORE_MEDIA_TYPE = "application/vnd.ims.lis.v1.score+json"
+RESULTS_MEDIA_TYPE = "application/vnd.ims.lis.v2.resultcontainer+json"
 USER_AGENT = "grader-lti-ags"
 BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 b64token
 EXCERPT_CHARS = 200
@@ -331,6 +332,10 @@ def _post(
             status, detail = exc.code, _error_body(exc)
             if 300 <= status < 400:
                 detail = f"redirect to {exc.headers.get('Location', '?')!r} not followed"
+            if status == 409 and _already_held(opener, url, headers, score, retry.timeout):
+                # Moodle answers 409 when it holds a score at least as new: a re-publish, or a retry after a lost
+                # answer. Where what it holds is this very score, it was delivered.
+                return Posted(score.user_id, "accepted", attempt, status, "already held by the platform (409)")
             if status != 429 and status < 500:
                 return Posted(score.user_id, "rejected", attempt, status, detail)
             retry_after = retry_after_seconds(exc.headers.get("Retry-After"))
@@ -343,6 +348,44 @@ def _post(
         if attempt < retry.attempts:
             sleep(retry.delay(attempt, retry_after))
     return Posted(score.user_id, "failed", retry.attempts, status, f"gave up after {retry.attempts} attempts: {detail}")
+
+
+def results_url(scores: str, user_id: str) -> str:
+    """The line item's AGS results endpoint for one user, from its scores
+    endpoint: ``.../scores?q`` becomes ``.../results?q&user_id=...``."""
+    parts = urllib.parse.urlsplit(scores)
+    query = "&".join(q for q in (parts.query, urllib.parse.urlencode({"user_id": user_id})) if q)
+    path = parts.path[: -len("/scores")] + "/results"
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, query, ""))
+
+
+def _already_held(
+    opener: urllib.request.OpenerDirector, scores: str, headers: dict[str, str], score: Score, timeout: float
+) -> bool:
+    """Whether the platform's result for the user is this score (read back
+    through the AGS results service); False when it cannot be read."""
+    read = {**headers, "Accept": RESULTS_MEDIA_TYPE}
+    read.pop("Content-Type", None)
+    request = urllib.request.Request(results_url(scores, score.user_id), headers=read, method="GET")
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            results = json.loads(response.read(1 << 20))
+    except (OSError, ValueError, http.client.HTTPException):
+        return False
+    if not isinstance(results, list):
+        return False
+    for result in results:
+        if not isinstance(result, dict) or str(result.get("userId")) != score.user_id:
+            continue
+        held, maximum = result.get("resultScore"), result.get("resultMaximum")
+        if not isinstance(held, int | float) or score.score_given is None or not score.score_maximum:
+            continue
+        if isinstance(maximum, int | float) and maximum > 0:  # a platform may rescale to its own maximum
+            if abs(held / maximum - score.score_given / score.score_maximum) < 1e-9:
+                return True
+        elif abs(held - score.score_given) < 1e-9:
+            return True
+    return False
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
