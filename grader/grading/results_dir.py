@@ -124,9 +124,8 @@ def read_result(path: Path) -> Result | str:
         )
 
 
-KEEP_PER_SUBMISSION = (
-    16 * 2**20
-)  # bytes of arrays --keep-answers stores for one submission (a lesson's answers are far smaller)
+# bytes of arrays --keep-answers stores for one submission (a lesson's answers are far smaller)
+KEEP_PER_SUBMISSION = 16 * 2**20
 KEEP_PER_BATCH = 2 * 2**30  # ... and for a whole batch
 
 

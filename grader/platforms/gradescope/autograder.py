@@ -133,8 +133,8 @@ def _grade_with(bundle: Bundle, root: Path, executor: Executor | None, start: fl
         print(f"warning: {warning}")
     key = bundle.config.reference_key
     executor = executor or make_executor()  # the sandboxed default, as everywhere: the submission is untrusted
-    print(f"isolation: {sandbox.describe(executor.policy) if executor.policy else 'none'}")
     exposed = sandbox.preflight(executor.policy) if executor.policy else ()
+    print(f"isolation: {sandbox.describe(executor.policy) if executor.policy else 'none'}")
     if exposed:  # only a uid switch here (no CAP_SYS_ADMIN), and the bundle is not yet root's alone
         raise BundleError(
             f"the students' uid could read {', '.join(exposed)}: run setup.sh, which makes the bundle root's alone"
