@@ -727,7 +727,8 @@ def _clear_own_keyrings() -> None:
 
 def launcher(policy: Policy, workdir_root: Path, uid: int, command: list[str]) -> list[str]:
     """The command line that isolates, then execs ``command``.  Python runs
-    isolated (``-I``: no current folder, no PYTHONPATH on its path) and imports
+    isolated (``-I``: no current folder, no PYTHONPATH on its path; ``-B``: no
+    bytecode written) and imports
     this very copy of the package, wherever it lives (a source folder, a
     Gradescope bundle, site-packages): what it binds into the student's root
     is then what the grader's capture module needs."""
@@ -735,7 +736,8 @@ def launcher(policy: Policy, workdir_root: Path, uid: int, command: list[str]) -
         f"import sys; sys.path.insert(0, {str(PACKAGE_PARENT)!r}); "
         "from grader.execution.sandbox import main; main(sys.argv[1:])"
     )
-    return [sys.executable, "-I", "-c", code, policy.to_json(), str(workdir_root), str(uid), "--", *command]
+    # -B: never write bytecode into the package (-I ignores PYTHONDONTWRITEBYTECODE)
+    return [sys.executable, "-I", "-B", "-c", code, policy.to_json(), str(workdir_root), str(uid), "--", *command]
 
 
 def main(argv: list[str] | None = None) -> None:
