@@ -103,6 +103,19 @@ def run_script(root: Path, python: str = sys.executable, fails: bool = False) ->
     return json.loads(results.read_text()), output
 
 
+def run_check(root: Path) -> subprocess.CompletedProcess:
+    """setup.sh's self-check, `python -m grader.platforms.gradescope --check`, on an unpacked bundle."""
+    env = {k: v for k, v in os.environ.items() if k not in ("GRADER_ROOT", "PYTHONPATH")}
+    return subprocess.run(
+        [sys.executable, "-m", "grader.platforms.gradescope", "--check", "--root", str(root)],
+        cwd=root / "source",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+
+
 def zf_read(bundle: Path, name: str) -> bytes:
     with zipfile.ZipFile(bundle) as zf:
         return zf.read(name)
@@ -223,15 +236,7 @@ def test_swapped_strides_scores_5_with_its_feedback(bundle, tmp_path):
 @pytest.mark.slow
 def test_setup_check_grades_the_bundled_template(bundle, tmp_path):
     root = autograder_root(bundle, tmp_path)
-    env = {k: v for k, v in os.environ.items() if k not in ("GRADER_ROOT", "PYTHONPATH")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "grader.platforms.gradescope", "--check", "--root", str(root)],
-        cwd=root / "source",
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
+    proc = run_check(root)
     assert proc.returncode == 0, proc.stderr
     assert "known-good notebook known-good.ipynb: 10 / 10" in proc.stdout
     assert "template conv2d.ipynb: 0 / 10" in proc.stdout and "bundle ok" in proc.stdout
@@ -243,15 +248,7 @@ def test_setup_check_refuses_an_image_that_grades_the_known_good_notebook_down(a
     as an image that grades correct work down would."""
     bundle = build_bundle(assignment, tmp_path / "a.zip", known_good=FIXTURES / "swapped_strides.ipynb")
     root = autograder_root(bundle, tmp_path)
-    env = {k: v for k, v in os.environ.items() if k not in ("GRADER_ROOT", "PYTHONPATH")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "grader.platforms.gradescope", "--check", "--root", str(root)],
-        cwd=root / "source",
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
+    proc = run_check(root)
     assert proc.returncode != 0
     assert "the known-good notebook got 5 / 10 in this image" in proc.stderr
     assert "The strides are swapped" in proc.stderr

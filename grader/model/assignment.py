@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grader.errors import AssignmentNotFound, SpecError
-from grader.model.environment import DEFAULT_REQUIREMENTS_FILE, requirements_of
+from grader.model.environment import requirements_of, requirements_path
 from grader.model.spec import SPEC_FILE, Spec, load_spec
 from grader.settings import load_settings
 
@@ -44,9 +44,7 @@ class Assignment:
     @property
     def requirements_file(self) -> Path | None:
         """The requirements file beside the spec, if the assignment has one."""
-        name = self.spec.environment.requirements_file or DEFAULT_REQUIREMENTS_FILE
-        path = self.folder / name
-        return path if path.is_file() else None
+        return requirements_path(self.spec.environment, self.folder)
 
     @property
     def computation_files(self) -> list[Path]:

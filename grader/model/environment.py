@@ -75,17 +75,22 @@ def read_requirements_file(path: Path) -> list[str]:
     return lines
 
 
-def requirements_of(environment: Environment, folder: Path) -> list[str]:
-    """Everything the assignment in ``folder`` declares, inline first, then the file's."""
+def requirements_path(environment: Environment, folder: Path) -> Path | None:
+    """The assignment's requirements file: the one ``requirements_file``
+    names (which must exist), else ``requirements.txt`` if present."""
     if environment.requirements_file is not None:
         path = folder / environment.requirements_file
         if not path.is_file():
             raise SpecError(f"[environment] requirements_file: {path} does not exist")
-        from_file = read_requirements_file(path)
-    elif (folder / DEFAULT_REQUIREMENTS_FILE).is_file():
-        from_file = read_requirements_file(folder / DEFAULT_REQUIREMENTS_FILE)
-    else:
-        from_file = []
+        return path
+    default = folder / DEFAULT_REQUIREMENTS_FILE
+    return default if default.is_file() else None
+
+
+def requirements_of(environment: Environment, folder: Path) -> list[str]:
+    """Everything the assignment in ``folder`` declares, inline first, then the file's."""
+    path = requirements_path(environment, folder)
+    from_file = read_requirements_file(path) if path is not None else []
     return [*environment.requirements, *(r for r in from_file if r not in environment.requirements)]
 
 

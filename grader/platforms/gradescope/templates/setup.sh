@@ -63,11 +63,25 @@ uv_python() {
     UV_PYTHON_INSTALL_DIR="$dir" UV_PYTHON_PREFERENCE=only-managed uv python find "$PYTHON_SERIES"
 }
 
+# Install apt's candidate python3.11 if it is a final release and print its
+# path; "$1" names where the candidate comes from, for the log.
+apt_python() {
+    local candidate path="${APT_PYTHON:-/usr/bin/python3.11}"
+    candidate="$(apt_candidate "python${PYTHON_SERIES}")"
+    if [ -z "$candidate" ] || ! final_version "$candidate"; then
+        log "$1 python${PYTHON_SERIES} is ${candidate:-absent}, not a final release: not installed"
+        return 1
+    fi
+    log "installing python${PYTHON_SERIES} ${candidate} ($1)"
+    apt_install_python "$candidate" >&2
+    usable_python "$path" && echo "$path"
+}
+
 # Print the path of the Python to build the venv with, installing one if none
 # here will do: apt's python3.11 if it is a final release, else deadsnakes'
 # (Ubuntu), else a uv-managed CPython.
 choose_python() {
-    local py candidate
+    local py
     # shellcheck disable=SC2086  # a list of paths
     for py in ${PYTHON_CANDIDATES-/usr/bin/python3.11 /usr/local/bin/python3.11 $(command -v python3.11 || true)}; do
         if usable_python "$py"; then
@@ -76,31 +90,16 @@ choose_python() {
             return 0
         fi
     done
-    local apt_python="${APT_PYTHON:-/usr/bin/python3.11}"
     if command -v apt-get >/dev/null 2>&1; then
         apt-get update >&2
-        candidate="$(apt_candidate "python${PYTHON_SERIES}")"
-        if [ -n "$candidate" ] && final_version "$candidate"; then
-            log "installing python${PYTHON_SERIES} ${candidate} from the distribution's archive"
-            apt_install_python "$candidate" >&2
-            if usable_python "$apt_python"; then echo "$apt_python"; return 0; fi
-        else
-            log "the archive's python${PYTHON_SERIES} is ${candidate:-absent}, not a final release: not installed"
-        fi
+        if apt_python "the archive's"; then return 0; fi
         if [ "$(os_id)" = ubuntu ]; then
             log "adding $DEADSNAKES"
             DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
                 software-properties-common gpg-agent >&2
             add-apt-repository -y "$DEADSNAKES" >&2
             apt-get update >&2
-            candidate="$(apt_candidate "python${PYTHON_SERIES}")"
-            if [ -n "$candidate" ] && final_version "$candidate"; then
-                log "installing python${PYTHON_SERIES} ${candidate} from deadsnakes"
-                apt_install_python "$candidate" >&2
-                if usable_python "$apt_python"; then echo "$apt_python"; return 0; fi
-            else
-                log "deadsnakes offers python${PYTHON_SERIES} ${candidate:-nothing}: not a final release"
-            fi
+            if apt_python "deadsnakes'"; then return 0; fi
         fi
     fi
     log "no final Python ${PYTHON_SERIES} from apt: trying a uv-managed CPython"
