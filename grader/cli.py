@@ -199,10 +199,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("format", choices=("lti",))
     p.add_argument("results", type=Path, metavar="RESULTS_DIR")
     p.add_argument("--roster", type=Path, required=True, metavar="ROSTER_CSV")
-    p.add_argument("--lineitem", required=True, metavar="URL", help="the AGS line item URL (scores go to URL/scores)")
     p.add_argument(
-        "--token", help="OAuth2 bearer token (default: $GRADER_LTI_TOKEN; avoid putting it on the command line)"
+        "--lineitem",
+        metavar="URL",
+        help="the AGS line item URL (scores go to URL/scores); default with --tool: the assignment's line item in "
+        "the tool's `lineitems`, created if there is none",
     )
+    p.add_argument(
+        "--tool", type=Path, metavar="TOOL_TOML", help="the grader's LTI 1.3 registration: tokens are obtained with it"
+    )
+    p.add_argument(
+        "--token",
+        help="an OAuth2 bearer token the platform handed out, instead of --tool (default: $GRADER_LTI_TOKEN; "
+        "avoid putting it on the command line)",
+    )
+
+    lti = add("lti", cmd_lti, "The grader as an LTI 1.3 tool: its key, and the class roster from the platform.")
+    commands = lti.add_subparsers(dest="lti_command", required=True, metavar="LTI_COMMAND")
+    p = commands.add_parser(
+        "keygen", help="write a new RSA key and print its public JWKS (JSON) to register with the platform"
+    )
+    p.add_argument("--out", "-o", type=Path, required=True, metavar="KEY_PEM")
+    p.add_argument("--force", action="store_true", help="replace an existing key (the platform must get the new one)")
+    p = commands.add_parser("jwks", help="print the public JWKS (JSON) of an existing key")
+    p.add_argument("key", type=Path, metavar="KEY_PEM")
+    p.add_argument("--pem", action="store_true", help="print the public key as PEM instead (Moodle's 'RSA key')")
+    p = commands.add_parser("roster", help="fetch the class (Names and Role Provisioning Services) into a roster CSV")
+    p.add_argument("--tool", type=Path, required=True, metavar="TOOL_TOML")
+    p.add_argument("--out", "-o", type=Path, required=True, metavar="ROSTER_CSV")
+    p.add_argument(
+        "--join",
+        type=Path,
+        metavar="IMPORTED_ROSTER_CSV",
+        help="the roster `grader import` wrote: keeps its submissions and times, with the platform's user ids",
+    )
+    p.add_argument("--memberships", metavar="URL", help="the NRPS memberships URL (default: the tool's)")
 
     p = add(
         "validate",
@@ -380,7 +411,7 @@ def _warn(lines: Iterable[str]) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     if args.format == "lti":
-        from grader.platforms.lti import export_lti
+        from grader.platforms.lti.scores import export_lti
 
         lti_export = export_lti(args.results, args.roster, args.out)
         _warn(lti_export.matching.notes())
@@ -414,18 +445,57 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from grader.platforms.lti import publish_lti
+    from grader.platforms.lti.scores import publish_lti
+    from grader.platforms.lti.tool import TokenClient, load_tool_config
     from grader.settings import load_settings
 
-    configured = load_settings().lti_token
-    token = args.token or (configured.get_secret_value() if configured else None)
-    if not token:
-        raise GraderError("no token: pass --token or set GRADER_LTI_TOKEN")
-    report = publish_lti(args.results, args.roster, args.lineitem, token)
+    tool = TokenClient(load_tool_config(args.tool)) if args.tool else None
+    token = None
+    if tool is None:
+        configured = load_settings().lti_token
+        token = args.token or (configured.get_secret_value() if configured else None)
+        if not token:
+            raise GraderError("no token: pass --tool TOOL_TOML, --token, or set GRADER_LTI_TOKEN")
+    elif args.token:
+        raise GraderError("give --tool or --token, not both")
+    if args.lineitem is None and tool is None:
+        raise GraderError("no line item: pass --lineitem URL, or --tool with a registration that has `lineitems`")
+    report = publish_lti(args.results, args.roster, args.lineitem, token, tool=tool)
     _warn(report.notes())
     accepted = sum(p.outcome == "accepted" for p in report.posted)
-    print(f"{accepted} of {len(report.posted)} scores accepted by {args.lineitem}")
+    print(f"{accepted} of {len(report.posted)} scores accepted by {report.lineitem}")
     return 0 if report.ok else 1
+
+
+def cmd_lti(args: argparse.Namespace) -> int:
+    from grader.platforms.lti import keys
+
+    if args.lti_command == "keygen":
+        print(json.dumps(keys.generate_key(args.out, force=args.force), indent=2))
+        print(f"key written to {args.out}; register the JWKS above with the platform", file=sys.stderr)
+        return 0
+    if args.lti_command == "jwks":
+        public = keys.load_private_key(args.key).public_key()
+        print(
+            keys.public_pem(public) if args.pem else json.dumps(keys.jwks(public), indent=2), end="\n" * (not args.pem)
+        )
+        return 0
+    from grader.platforms.lti.memberships import fetch_members, roster_from_members
+    from grader.platforms.lti.services import ServiceClient
+    from grader.platforms.lti.tool import TokenClient, load_tool_config
+    from grader.platforms.roster import load_roster, write_roster
+
+    tool = TokenClient(load_tool_config(args.tool))
+    url = args.memberships or tool.config.memberships
+    if not url:
+        raise GraderError(f"{args.tool}: no `memberships` URL; add it, or pass --memberships URL")
+    join = load_roster(args.join) if args.join else None
+    members = fetch_members(ServiceClient(tool.token), url)
+    made = roster_from_members(members, join)
+    _warn(made.notes)
+    write_roster(args.out, made.students)
+    print(f"{len(made.students)} students written to {args.out}")
+    return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

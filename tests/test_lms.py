@@ -15,11 +15,11 @@ from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from result_factory import make_result, write_results
 
 from grader.errors import GraderError, ResultsError
-from grader.model.result import AssignmentInfo, CheckResult, Result, SubmissionInfo, Timings, Versions
 from grader.platforms.gradebook import export_canvas, export_moodle
-from grader.platforms.lti import (
+from grader.platforms.lti.scores import (
     SCORE_MEDIA_TYPE,
     RetryPolicy,
     Score,
@@ -35,53 +35,7 @@ from grader.platforms.roster import RosterError, load_roster
 
 TOKEN = "s3cr3t.T0ken-_~+/=="
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}(\+00:00)$")
-CHECKS = ["Exercise 1: shape", "Exercise 1: values", "Exercise 2: shape", "Exercise 2: values", "Exercise 3: values"]
 FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05, timeout=5)
-
-
-def make_result(
-    file: str,
-    passed: int = 5,
-    status: str = "graded",
-    error: str = "",
-    assignment: str = "conv2d",
-    graded_at: str = "2026-11-28T19:30:00.123+00:00",
-) -> Result:
-    """A result with ``passed`` of the five 2-point checks passed."""
-    tests = [
-        CheckResult(
-            name=name,
-            score=2.0 if i < passed else 0.0,
-            max_score=2.0,
-            status="passed" if i < passed else "failed",
-            output="",
-            answer="x",
-            kind="shape",
-        )
-        for i, name in enumerate(CHECKS)
-    ]
-    return Result(
-        score=2.0 * passed,
-        max_score=10.0,
-        output="",
-        tests=tests,
-        status=status,
-        submission=SubmissionInfo(file=file),
-        errors=[error] if error else [],
-        assignment=AssignmentInfo(name=assignment, title="Conv2D filters", spec_version="1", spec_sha256="0"),
-        executor="kernel",
-        timings=Timings(total_s=1.0),
-        versions=Versions(grader="0", python="3", numpy="1"),
-        graded_at=graded_at,
-    )
-
-
-def write_results(folder, results: dict) -> None:
-    """``{stem: Result | raw text}`` as ``folder/<stem>.json``."""
-    folder.mkdir(exist_ok=True)
-    for stem, result in results.items():
-        text = result if isinstance(result, str) else result.model_dump_json(indent=2)
-        (folder / f"{stem}.json").write_text(text, encoding="utf-8")
 
 
 def write_roster(path, text: str):
@@ -287,6 +241,8 @@ def test_lti_export_writes_one_score_per_student_with_a_result(klass, tmp_path):
         "gradingProgress": "FullyGraded",
         "timestamp": "2026-11-28T19:30:00.123+00:00",
         "comment": "10 / 10 points. All 5 checks passed.",
+        # the roster does not say when Alice handed in: Canvas must not make an attempt stamped now
+        "https://canvas.instructure.com/lti/submission": {"new_submission": False},
     }
 
 

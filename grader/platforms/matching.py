@@ -7,7 +7,7 @@ without a result file, a result file that cannot be read or validated, and a
 result that no roster line claims are each listed in the :class:`Matching`,
 so the exports can show them.  A bad result file never stops an export.
 
-The exports built on it: :mod:`grader.platforms.lti` (LTI 1.3 Assignment and Grade
+The exports built on it: :mod:`grader.platforms.lti.scores` (LTI 1.3 Assignment and Grade
 Services scores) and :mod:`grader.platforms.gradebook` (Canvas and Moodle CSV).
 """
 

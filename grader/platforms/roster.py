@@ -11,7 +11,9 @@ A roster is a CSV file with a header row.  Two columns are required:
 
 Optional columns: ``name``, ``email``, ``sis_id`` (Canvas *SIS User ID*,
 Moodle *ID number*), ``login_id`` (Canvas *SIS Login ID*), ``username``
-(Moodle) and ``section`` (Canvas *Section*).  Column names are matched without
+(Moodle), ``section`` (Canvas *Section*), ``submitted_at`` (when the student
+handed the notebook in, ISO 8601; ``grader import`` writes it from the LMS's
+download) and ``late`` (``true``/``false``, as the LMS marked it).  Column names are matched without
 regard to case or surrounding spaces.  An unknown column, an empty required
 cell, or a submission or user id listed twice is an error naming the file, the
 line and the column, raised when the roster is loaded rather than discovered
@@ -23,6 +25,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
 from grader.errors import RosterError
-from grader.grading.results_dir import submission_stem
+from grader.grading.results_dir import submission_stem, write_atomic
 
 if TYPE_CHECKING:
     from _csv import Reader as CsvReader  # what csv.reader() returns (named _csv.reader at run time)
@@ -51,6 +54,8 @@ class Student(BaseModel):
     login_id: str | None = None
     username: str | None = None
     section: str | None = None
+    submitted_at: datetime | None = None
+    late: bool | None = None
 
     @field_validator("submission", "user_id")
     @classmethod
@@ -68,7 +73,16 @@ class Student(BaseModel):
             raise ValueError(f"{value!r} is not a notebook file name")
         return value
 
-    @field_validator("name", "email", "sis_id", "login_id", "username", "section", mode="before")
+    @field_validator("submitted_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError(f"{value.isoformat()} has no time zone; write it as 2026-11-28T19:30:00+00:00")
+        return value
+
+    @field_validator(
+        "name", "email", "sis_id", "login_id", "username", "section", "submitted_at", "late", mode="before"
+    )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value is None or (isinstance(value, str) and not value.strip()) else value
@@ -126,6 +140,35 @@ def load_roster(path: Path | str) -> Roster:
     if not students:
         raise RosterError(f"{path}: no students (only a header line)")
     return Roster(path=path, students=students)
+
+
+def write_roster(path: Path | str, students: list[Student]) -> Path:
+    """Write a roster CSV atomically (UTF-8, the columns any student fills,
+    in :data:`COLUMNS` order), readable back with :func:`load_roster`.
+
+    Raises :class:`RosterError` when it cannot be written."""
+    path = Path(path)
+    used = [c for c in COLUMNS if c in REQUIRED or any(getattr(s, c) is not None for s in students)]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(used)
+    for student in students:
+        writer.writerow([_cell(getattr(student, c)) for c in used])
+    try:
+        write_atomic(path, buffer.getvalue())
+    except OSError as exc:
+        raise RosterError(f"{path}: cannot write the roster: {exc.strerror or exc}") from None
+    return path
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
 
 
 def _header(path: Path, row: list[str] | None) -> list[str]:

@@ -30,18 +30,30 @@ older score replace a newer one, so publishing an old results folder never
 overwrites a regrade.  ``comment`` is :func:`grader.platforms.matching.feedback`: the score and
 the first failed checks.
 
+Canvas's submission extension (``https://canvas.instructure.com/lti/submission``,
+read in Canvas's ``Lti::IMS::ScoresController``): a Score without it makes a
+new submission attempt stamped *now*, so publishing after the due date would
+mark every student late, and an assignment with an attempt limit answers 422.
+Each Score therefore carries it:
+
+- the first time a student is graded, ``submitted_at``: when the student
+  handed in (the roster's ``submitted_at``, which ``grader import`` writes);
+- a regrade (the line item already holds a result for the student, read
+  through the AGS results service before publishing), or a student whose
+  submission time is unknown: ``new_submission: false``, so the grade is set
+  on the existing submission and no attempt is made or stamped.
+
+Other platforms ignore the extension, as AGS requires of unknown members.
+
 Publishing POSTs each Score to the line item URL with ``/scores`` appended to
 its path (query kept), as ``application/vnd.ims.lis.v1.score+json`` with the
-bearer token, using only :mod:`urllib.request`.  Connection errors, timeouts,
-HTTP 429 and 5xx are retried with exponential backoff, honouring
-``Retry-After``; other answers are final (a redirect is not followed, so the
-token never goes elsewhere).  The token is never put in a message or a report.
+bearer token (:mod:`.services` has the rules on URLs, retries and redirects).
+The token is never put in a message or a report.
 """
 
 from __future__ import annotations
 
 import http.client
-import ipaddress
 import json
 import re
 import ssl
@@ -50,23 +62,38 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from grader.platforms.lti.services import (
+    RetryPolicy,
+    ServiceClient,
+    ServiceError,
+    check_url,
+    error_body,
+    excerpt,
+    no_redirect_opener,
+    retry_after_seconds,
+    safe_url,
+    scrub,
+)
+from grader.platforms.lti.tool import SCOPE_LINEITEM, SCOPE_RESULT, SCOPE_SCORE, TokenClient
 from grader.platforms.matching import Graded, LmsError, Matching, feedback, match_results, write_export
 from grader.platforms.roster import Roster
 
+__all__ = ["RetryPolicy", "retry_after_seconds"]  # part of publishing's interface, defined with the other services
+
 SCORE_MEDIA_TYPE = "application/vnd.ims.lis.v1.score+json"
 RESULTS_MEDIA_TYPE = "application/vnd.ims.lis.v2.resultcontainer+json"
+CANVAS_SUBMISSION = "https://canvas.instructure.com/lti/submission"
 USER_AGENT = "grader-lti-ags"
 BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 b64token
-EXCERPT_CHARS = 200
+PUBLISH_SCOPES = [SCOPE_SCORE, SCOPE_RESULT, SCOPE_LINEITEM]
 
 ActivityProgress = Literal["Initialized", "Started", "InProgress", "Submitted", "Completed"]
 GradingProgress = Literal["FullyGraded", "Pending", "PendingManual", "Failed", "NotReady"]
@@ -75,6 +102,15 @@ PROGRESS: dict[str, tuple[ActivityProgress, GradingProgress]] = {
     "graded": ("Completed", "FullyGraded"),
     "invalid_submission": ("Submitted", "FullyGraded"),
 }
+
+
+class CanvasSubmission(BaseModel):
+    """Canvas's submission extension of a Score (see the module's text)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    new_submission: bool | None = None
+    submitted_at: str | None = Field(None, description="ISO 8601 with milliseconds and a time zone")
 
 
 class Score(BaseModel):
@@ -91,13 +127,15 @@ class Score(BaseModel):
     grading_progress: GradingProgress
     timestamp: str = Field(description="ISO 8601 with milliseconds and a time zone")
     comment: str | None = None
+    canvas_submission: CanvasSubmission | None = Field(None, alias=CANVAS_SUBMISSION)
 
     def wire(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True)
 
 
-def score_for(graded: Graded) -> Score:
-    """The Score a roster student's result becomes (see the module's table)."""
+def score_for(graded: Graded, *, regrade: bool = False) -> Score:
+    """The Score a roster student's result becomes (see the module's table);
+    ``regrade``: the platform already holds a result for the student."""
     result = graded.result
     if result.status not in PROGRESS:
         raise LmsError(f"{graded.student.label}: a {result.status!r} result is not a grade; no Score is made for it")
@@ -110,14 +148,24 @@ def score_for(graded: Graded) -> Score:
         grading_progress=grading,
         timestamp=score_timestamp(result.graded_at),
         comment=feedback(result),
+        canvas_submission=_canvas_submission(graded, regrade),
     )
 
 
-def build_scores(matching: Matching) -> list[Score]:
+def _canvas_submission(graded: Graded, regrade: bool) -> CanvasSubmission:
+    submitted_at = graded.student.submitted_at
+    if regrade or submitted_at is None:
+        return CanvasSubmission(new_submission=False)
+    return CanvasSubmission(submitted_at=submitted_at.astimezone(UTC).isoformat(timespec="milliseconds"))
+
+
+def build_scores(matching: Matching, held: set[str] | None = None) -> list[Score]:
     """One Score per roster student with a readable result the grader did not
     fail on, in roster order (the others are in ``matching.failed`` and
-    ``matching.without_result``)."""
-    return [score_for(g) for g in matching.graded if g.result.status != "error"]
+    ``matching.without_result``); ``held``: the users the line item already
+    holds a result for (their Scores are regrades)."""
+    held = held or set()
+    return [score_for(g, regrade=g.student.user_id in held) for g in matching.graded if g.result.status != "error"]
 
 
 def score_timestamp(graded_at: str) -> str:
@@ -152,25 +200,6 @@ def export_lti(results_dir: Path | str, roster: Roster | Path | str, out: Path |
     return LtiExport(scores=scores, matching=matching, out=path)
 
 
-class RetryPolicy(BaseModel):
-    """How hard to try: ``attempts`` in all per student, waiting ``base_delay``
-    seconds, doubling up to ``max_delay``, between them (or what the server's
-    ``Retry-After`` asks, up to ``max_delay``); ``timeout`` seconds per request;
-    stop sending after ``give_up_after`` students in a row failed."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    attempts: int = Field(4, ge=1, le=10)
-    base_delay: float = Field(0.5, ge=0)
-    max_delay: float = Field(30.0, ge=0)
-    timeout: float = Field(30.0, gt=0)
-    give_up_after: int = Field(3, ge=1)
-
-    def delay(self, attempt: int, retry_after: float | None) -> float:
-        wanted = self.base_delay * 2 ** (attempt - 1) if retry_after is None else retry_after
-        return min(self.max_delay, wanted)
-
-
 @dataclass(frozen=True)
 class Posted:
     """What became of one student's Score."""
@@ -187,6 +216,8 @@ class PublishOutcome:
     url: str  # the scores endpoint
     posted: list[Posted]
     matching: Matching | None = None
+    lineitem: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def with_outcome(self, outcome: str) -> list[Posted]:
         return [p for p in self.posted if p.outcome == outcome]
@@ -204,28 +235,87 @@ class PublishOutcome:
             for p in self.posted
             if p.outcome != "accepted"
         ]
-        return (self.matching.notes() if self.matching else []) + lines
+        return (self.matching.notes() if self.matching else []) + self.warnings + lines
 
 
 def publish_lti(
     results_dir: Path | str,
     roster: Roster | Path | str,
-    lineitem_url: str,
-    token: str,
+    lineitem_url: str | None = None,
+    token: str | None = None,
     *,
+    tool: TokenClient | None = None,
     retry: RetryPolicy | None = None,
     allow_http: bool = False,
 ) -> PublishOutcome:
     """Build the Scores of a results folder and POST them to the line item.
 
+    Authentication: ``token`` (a bearer token the platform handed out) or
+    ``tool`` (the grader's own registration: tokens by the client-credentials
+    grant).  Without ``lineitem_url``, the tool's ``lineitems`` service is
+    searched for the assignment's line item (``resourceId`` = the assignment's
+    name, ``tag`` = ``grader``), which is created if there is none.
+
+    Before sending, the line item's results are read so that a regrade is sent
+    as one to Canvas (``new_submission: false``); if they cannot be read,
+    first-time Scores are sent and a Canvas attempt limit (422) is met by
+    resending the Score as a regrade.
+
     The URL and the token are checked before anything is sent
     (:class:`~grader.errors.LmsError`); roster and results folder errors are as
     for :func:`export_lti`.  A Score the platform refuses or that cannot be
     delivered is in the report (``report.ok`` is False), not an exception."""
+    from grader.platforms.lti.lineitems import lineitem_for
+
     matching = match_results(results_dir, roster)
-    report = publish_scores(build_scores(matching), lineitem_url, token, retry=retry, allow_http=allow_http)
-    report.matching = matching
+    if tool is not None:
+        token = tool.token(PUBLISH_SCOPES)
+    if not token:
+        raise LmsError("no access token: give a token, or the tool's registration to obtain one")
+    _check_token(token)
+    fixed = token
+    client = ServiceClient(lambda _scopes: fixed, retry=retry, allow_http=allow_http)
+    warnings: list[str] = []
+    if lineitem_url is None:
+        if tool is None or not tool.config.lineitems:
+            raise LmsError("no line item: give its URL (--lineitem), or a tool registration with `lineitems`")
+        graded = [g for g in matching.graded if g.result.status != "error"]
+        if not graded:
+            raise LmsError(f"{results_dir}: no gradable result to publish, so the line item is not looked up")
+        first = graded[0].result
+        lineitem_url = lineitem_for(
+            client,
+            tool.config.lineitems,
+            resource_id=first.assignment.name,
+            label=first.assignment.title,
+            score_maximum=first.max_score,
+        ).id
+    scores_endpoint = scores_url(lineitem_url, allow_http=allow_http)
+    held = held_results(client, lineitem_url)
+    if held is None:
+        warnings.append(
+            "the line item's results could not be read, so each Score is sent as a first grading; "
+            "Canvas records an attempt for a student it already holds a grade for"
+        )
+    report = publish_scores(
+        build_scores(matching, held), lineitem_url, token, retry=retry, allow_http=allow_http, regrade_on_limit=True
+    )
+    report.url, report.matching, report.lineitem, report.warnings = scores_endpoint, matching, lineitem_url, warnings
     return report
+
+
+def held_results(client: ServiceClient, lineitem_url: str) -> set[str] | None:
+    """The users the line item holds a score for (AGS results service, all
+    pages); None when they cannot be read."""
+    try:
+        results = client.get_all(results_url(lineitem_url), scopes=[SCOPE_RESULT], accept=RESULTS_MEDIA_TYPE)
+    except ServiceError:
+        return None
+    return {
+        str(r["userId"])
+        for r in results
+        if isinstance(r, dict) and "userId" in r and isinstance(r.get("resultScore"), int | float)
+    }
 
 
 def publish_scores(
@@ -236,6 +326,7 @@ def publish_scores(
     retry: RetryPolicy | None = None,
     allow_http: bool = False,
     sleep: Callable[[float], None] = time.sleep,
+    regrade_on_limit: bool = False,
 ) -> PublishOutcome:
     """POST each Score to ``<lineitem_url>/scores``, one after the other.
 
@@ -243,12 +334,14 @@ def publish_scores(
     (the platform is down or unreachable), the rest are not sent: they are
     reported ``failed`` with 0 attempts.  ``allow_http``: permit plain
     ``http://`` to a host that is not this machine (the bearer token would
-    travel in clear text).  Raises :class:`~grader.errors.LmsError` for an
-    unusable URL or token, before anything is sent."""
+    travel in clear text).  ``regrade_on_limit``: a first-time Score Canvas
+    refuses for its attempt limit (422) is sent again as a regrade.  Raises
+    :class:`~grader.errors.LmsError` for an unusable URL or token, before
+    anything is sent."""
     url = scores_url(lineitem_url, allow_http=allow_http)
     _check_token(token)
     retry = retry or RetryPolicy()
-    opener = urllib.request.build_opener(_NoRedirect)
+    opener = no_redirect_opener()
     headers = {
         "Authorization": f"Bearer {token}",
         "Content-Type": SCORE_MEDIA_TYPE,
@@ -268,47 +361,32 @@ def publish_scores(
                     f"not sent: the previous {retry.give_up_after} students could not be delivered",
                 )
             )
-        else:
-            posted.append(_post(opener, url, headers, score, retry, sleep))
-    return PublishOutcome(url=url, posted=[replace(p, detail=_scrub(p.detail, token)) for p in posted])
+            continue
+        outcome = _post(opener, url, headers, score, retry, sleep)
+        if regrade_on_limit and _attempt_limit(outcome, score):
+            regrade = score.model_copy(update={"canvas_submission": CanvasSubmission(new_submission=False)})
+            again = _post(opener, url, headers, regrade, retry, sleep)
+            note = "no attempt left for a new submission (422), so the grade was set on the existing one"
+            outcome = replace(again, attempts=outcome.attempts + again.attempts, detail=f"{note}; {again.detail}")
+        posted.append(outcome)
+    return PublishOutcome(url=url, posted=[replace(p, detail=scrub(p.detail, token)) for p in posted])
+
+
+def _attempt_limit(posted: Posted, score: Score) -> bool:
+    extension = score.canvas_submission
+    first_time = extension is None or extension.new_submission is not False
+    return first_time and posted.status == 422 and "attempts" in posted.detail.lower()
 
 
 def scores_url(lineitem_url: str, *, allow_http: bool = False) -> str:
     """The AGS scores endpoint: the line item URL with ``/scores`` appended to
     its path, query string kept, fragment dropped."""
-    try:
-        parts = urllib.parse.urlsplit(lineitem_url.strip())
-        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number
-    except ValueError as exc:
-        raise LmsError(f"line item URL {_safe_url(lineitem_url)!r}: {exc}") from None
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise LmsError(f"line item URL {_safe_url(lineitem_url)!r}: not an http(s) URL")
-    if parts.scheme == "http" and not allow_http and not _is_loopback(parts.hostname):
-        raise LmsError(
-            f"line item URL {_safe_url(lineitem_url)!r}: plain http would send the token in clear text; use https"
-        )
+    url = check_url(lineitem_url, what="line item URL", allow_http=allow_http)
+    parts = urllib.parse.urlsplit(url)
     path = parts.path.rstrip("/")
     if path.endswith("/scores"):
-        raise LmsError(f"line item URL {_safe_url(lineitem_url)!r}: give the line item URL, without /scores")
+        raise LmsError(f"line item URL {safe_url(lineitem_url)!r}: give the line item URL, without /scores")
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path + "/scores", parts.query, ""))
-
-
-def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
-    """``Retry-After`` as seconds from now: delta-seconds or an HTTP date; None if absent or unreadable."""
-    if not value or not value.strip():
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            moment = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        seconds = (moment - (now or datetime.now(UTC))).total_seconds()
-    return max(0.0, seconds) if seconds == seconds else None  # NaN is no answer
 
 
 def _post(
@@ -327,9 +405,9 @@ def _post(
         request = urllib.request.Request(url, data=body, headers=headers, method="POST")
         try:
             with opener.open(request, timeout=retry.timeout) as response:
-                return Posted(score.user_id, "accepted", attempt, response.status, _excerpt(response.read(4096)))
+                return Posted(score.user_id, "accepted", attempt, response.status, excerpt(response.read(4096)))
         except urllib.error.HTTPError as exc:
-            status, detail = exc.code, _error_body(exc)
+            status, detail = exc.code, error_body(exc)
             if 300 <= status < 400:
                 detail = f"redirect to {exc.headers.get('Location', '?')!r} not followed"
             if status == 409 and _already_held(opener, url, headers, score, retry.timeout):
@@ -350,12 +428,13 @@ def _post(
     return Posted(score.user_id, "failed", retry.attempts, status, f"gave up after {retry.attempts} attempts: {detail}")
 
 
-def results_url(scores: str, user_id: str) -> str:
-    """The line item's AGS results endpoint for one user, from its scores
-    endpoint: ``.../scores?q`` becomes ``.../results?q&user_id=...``."""
-    parts = urllib.parse.urlsplit(scores)
-    query = "&".join(q for q in (parts.query, urllib.parse.urlencode({"user_id": user_id})) if q)
-    path = parts.path[: -len("/scores")] + "/results"
+def results_url(lineitem_url: str, user_id: str | None = None) -> str:
+    """The line item's AGS results endpoint, from the line item URL or its
+    scores endpoint: ``.../7?q`` (or ``.../7/scores?q``) becomes
+    ``.../7/results?q`` (and ``&user_id=...`` for one user)."""
+    parts = urllib.parse.urlsplit(lineitem_url)
+    path = parts.path.rstrip("/").removesuffix("/scores") + "/results"
+    query = "&".join(q for q in (parts.query, urllib.parse.urlencode({"user_id": user_id}) if user_id else "") if q)
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, query, ""))
 
 
@@ -388,39 +467,6 @@ def _already_held(
     return False
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A redirect becomes an HTTPError: the token is only ever sent to the URL given."""
-
-    def redirect_request(
-        self,
-        req: urllib.request.Request,
-        fp: IO[bytes],
-        code: int,
-        msg: str,
-        headers: http.client.HTTPMessage,
-        newurl: str,
-    ) -> urllib.request.Request | None:
-        return None
-
-
-def _error_body(exc: urllib.error.HTTPError) -> str:
-    try:
-        return _excerpt(exc.read(4096))
-    except (OSError, http.client.HTTPException):
-        return ""
-    finally:
-        exc.close()
-
-
-def _excerpt(body: bytes) -> str:
-    text = " ".join(body.decode("utf-8", "replace").split())
-    return text if len(text) <= EXCERPT_CHARS else text[: EXCERPT_CHARS - 1] + "…"
-
-
-def _scrub(text: str, token: str) -> str:
-    return text.replace(token, "[token]") if token else text
-
-
 def _check_token(token: str) -> None:
     if not token or not token.strip():
         raise LmsError("no access token given")
@@ -429,17 +475,3 @@ def _check_token(token: str) -> None:
             f"the access token ({len(token)} characters) is not a bearer token: only letters, digits "
             "and -._~+/ (then =) are allowed; check it was copied whole, without quotes or spaces"
         )
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _safe_url(url: str) -> str:
-    """The URL without user:password@, for messages."""
-    return re.sub(r"//[^/?#]*@", "//", url.strip())
