@@ -29,6 +29,15 @@ CASES = [
     ("magics_and_plots", 10, [], []),
     ("error_in_unrelated_cell", 10, [], []),
     ("scipy_box_blur", 10, [], []),  # SciPy is allowed by assignments/conv2d/requirements.txt
+    ("untagged_with_block_reused", 10, [], []),  # the with block's value, not the 'done' after it
+    ("untagged_tuple_unpacking", 10, [], []),
+    ("untagged_magics", 10, [], []),
+    (
+        "untagged_syntax_error",
+        7,
+        [EX4, EX4V],
+        ["cell 10, which mentions same_output, could not be parsed (SyntaxError: '(' was never closed, line 2)"],
+    ),
     ("swapped_strides", 5, [EX2, EX2V, EX3, EX3V], ["The strides are swapped", "found (1, 510, 255, 1)"]),
     ("no_same_padding", 7, [EX4, EX4V], ["padding='same' is missing", "found (1, 510, 510, 1)"]),
     ("normalized_kernel", 6, [EX3V, EX4V], ["exactly 1/9 of the expected ones"]),
@@ -66,6 +75,32 @@ def test_untagged_answers_are_found_by_their_assignment(graded):
     # captured right after the cell that assigns it, not at the end of the
     # notebook where `model` is the second model
     assert {t.captured for t in result.tests} == {"after cell 4", "after cell 6", "after cell 8", "after cell 10"}
+
+
+@pytest.mark.parametrize(
+    "name, captured",
+    [
+        ("untagged_with_block_reused", {"same_output": "after cell 10"}),  # not cell 11's same_output = 'done'
+        ("untagged_tuple_unpacking", {"random_output": "after cell 6", "same_output": "after cell 10"}),
+        ("untagged_magics", {"random_output": "after cell 7", "average_output": "after cell 9"}),  # freed in cell 10
+    ],
+)
+def test_untagged_answers_are_found_as_the_student_meant_them(graded, name, captured):
+    result = graded(name)
+    assert {t.answer: t.captured for t in result.tests if t.answer in captured} == captured
+
+
+def test_untagged_answer_after_a_cell_that_does_not_parse_is_taken_at_the_end(graded):
+    result = graded("untagged_syntax_error")
+    assert any("cell 10 raised SyntaxError" in e for e in result.errors)
+    # cell 10 mentions img_tensor too: which cell last assigns it is unknown as well
+    assert {t.answer: t.captured for t in result.tests} == {
+        "img_tensor": "at the end of the notebook",
+        "random_output": "after cell 6",
+        "average_output": "after cell 8",
+        "same_output": "at the end of the notebook",
+    }
+    assert result.score == 7  # what the end of the notebook holds: no same_output, img_tensor unchanged
 
 
 def test_reused_name_grades_value_from_answer_cell(graded):

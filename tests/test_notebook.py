@@ -385,14 +385,13 @@ def test_plan_deleted_tags_capture_after_last_assigning_cell(tmp_path, spec):
         "img_tensor == 1",
         "assert img_tensor == 1",
         "print(img_tensor)",
-        "    img_tensor = 1",  # indented: not a top-level assignment
         "img_tensor2 = 1",
         "my_img_tensor = 1",
         "# img_tensor = 1 is what you should write",
         "img_tensor.shape = (1, 512, 512, 1)",
     ],
 )
-def test_plan_only_top_level_assignments_are_inferred(tmp_path, spec, source):
+def test_plan_only_bindings_of_the_name_are_inferred(tmp_path, spec, source):
     cells = [code("img_tensor = load()"), code(source)]
     plan = plan_for(tmp_path, spec, cells)
     captures = {s.cell_index: s.captures for s in plan.steps}

@@ -4,20 +4,20 @@ Reading never trusts the file: size, encoding, JSON, nesting and notebook
 structure are checked, and every problem becomes an :class:`InvalidSubmission`
 with a message a student can act on.  Planning finds the answer cells by tag
 (``answer:<name>``), not by position, so inserted, deleted and reordered cells
-still grade.
+still grade; with a tag deleted, by where the name is computed (bindings.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
 
 from grader.errors import InvalidSubmission
+from grader.execution.bindings import answer_cell
 from grader.model.spec import Spec
 
 ANSWER_TAG = "answer:"
@@ -153,21 +153,34 @@ def plan_execution(
     cells = submission.notebook.cells
     present = {t[len(ANSWER_TAG) :] for c in cells for t in cell_tags(c) if t.startswith(ANSWER_TAG)}
     inferred: dict[int, list[str]] = {}  # cell index -> tags it stands in for
-    for tag in by_cell:
-        if tag not in present and (index := _last_assigning_cell(cells, tag)) is not None:
-            inferred.setdefault(index, []).append(tag)
-    steps: list[Step] = []
     notices: dict[str, list[str]] = {}
+    sources = [c.source if c.cell_type == "code" else None for c in cells]
+    for tag in by_cell:
+        if tag in present or not tag.isidentifier():
+            continue
+        found = answer_cell(sources, tag)
+        if found.index is not None:
+            inferred.setdefault(found.index, []).append(tag)
+            rule = f"the last cell that assigns {tag}"
+            if found.skipped:
+                rule = f"the last cell that computes {tag} (cell {found.skipped[0] + 1} only {found.skipped[1]})"
+            for name in by_cell[tag]:
+                notices[name] = [
+                    f"no cell is tagged '{ANSWER_TAG}{tag}'; its value was taken after cell {found.index + 1}, {rule}"
+                ]
+        elif found.unparsed:
+            cell, reason = found.unparsed
+            for name in by_cell[tag]:
+                notices[name] = [
+                    f"no code cell is tagged '{ANSWER_TAG}{tag}', and cell {cell + 1}, which mentions {tag}, could not "
+                    f"be parsed ({reason}), so {_untagged(spec, name)}: fix that cell, or tag the cell that computes "
+                    f"{tag} '{ANSWER_TAG}{tag}'"
+                ]
+    steps: list[Step] = []
     tagged: set[str] = set()
     for index, cell in enumerate(cells):
         names = [n for t in cell_tags(cell) if t.startswith(ANSWER_TAG) for n in by_cell.get(t[len(ANSWER_TAG) :], [])]
-        for tag in inferred.get(index, []):
-            names += by_cell[tag]
-            for name in by_cell[tag]:
-                notices.setdefault(name, []).append(
-                    f"no cell is tagged '{ANSWER_TAG}{tag}'; its value was taken after cell {index + 1}, "
-                    f"the last cell that assigns {tag}"
-                )
+        names += [n for tag in inferred.get(index, []) for n in by_cell[tag]]
         if cell.cell_type != "code":
             for name in names:
                 notices.setdefault(name, []).append(
@@ -179,14 +192,11 @@ def plan_execution(
             continue
         tagged.update(names)
         steps.append(Step(index, cell.source, {n: spec.expression(n) for n in names}, _weights(spec, names)))
-    for name, answer in spec.answers.items():
+    for name in spec.answers:
         if name not in tagged and name not in notices:
-            consequence = (
-                "it could not be captured" if answer.expression else "its value was taken at the end of the notebook"
-            )
-            notices.setdefault(name, []).append(
-                f"no code cell is tagged '{ANSWER_TAG}{spec.capture_cell(name)}', so {consequence}"
-            )
+            notices[name] = [
+                f"no code cell is tagged '{ANSWER_TAG}{spec.capture_cell(name)}', so {_untagged(spec, name)}"
+            ]
     limits = spec.limits
     return ExecutionPlan(
         answer_names=list(spec.answers),
@@ -208,11 +218,10 @@ def _weights(spec: Spec, names: list[str]) -> dict[str, int]:
     return {n: w for n in names if (w := spec.answers[n].model_weight) is not None}
 
 
-def _last_assigning_cell(cells: list, name: str) -> int | None:
-    """The last code cell with a top-level assignment to ``name``: where an
-    untagged answer is most likely computed."""
-    if not name.isidentifier():
-        return None
-    pattern = re.compile(rf"^{re.escape(name)}\s*(?::[^=\n]*)?=(?!=)", re.M)
-    found = [i for i, c in enumerate(cells) if c.cell_type == "code" and pattern.search(c.source)]
-    return found[-1] if found else None
+def _untagged(spec: Spec, name: str) -> str:
+    """What happens to an answer whose capture cell is not known."""
+    return (
+        "it could not be captured"
+        if spec.answers[name].expression
+        else "its value was taken at the end of the notebook"
+    )

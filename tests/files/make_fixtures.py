@@ -3,10 +3,13 @@ example submissions (assignments/conv2d/examples/) from the reference solution
 and the template.  Each fixture is a realistic student notebook named for what
 it shows; the tests assert its score and feedback.
 
-    .venv/bin/python tests/files/make_fixtures.py
+    .venv/bin/python tests/files/make_fixtures.py             # all of them
+    .venv/bin/python tests/files/make_fixtures.py NAME...     # only these fixtures
 """
 
 import copy
+import sys
+import textwrap
 from pathlib import Path
 
 import nbformat
@@ -152,6 +155,64 @@ def magics_and_plots(nb):
     return nb
 
 
+EXERCISE_4 = (
+    "model = Sequential()\n"
+    "model.add(Conv2D(1, (3, 3), input_shape=(512, 512, 1), padding='same'))\n"
+    "model.set_weights(weights)\n"
+    "same_output = model.predict(img_tensor, verbose=0)\n"
+)
+
+
+def untagged_with_block_reused(nb):
+    # tags deleted, exercise 4 computed inside a with block and its name reused
+    # afterwards: what the with block computed counts, not the 'done' after it
+    edit(nb, "answer:same_output", EXERCISE_4, "with tf.device('/CPU:0'):\n" + textwrap.indent(EXERCISE_4, "    "))
+    insert_after(nb, "answer:same_output", "same_output = 'done'\nprint('exercise 4:', same_output)")
+    return deleted_tags(nb)
+
+
+def untagged_tuple_unpacking(nb):
+    # tags deleted, answers bound by unpacking
+    edit(
+        nb,
+        "answer:random_output",
+        "random_output = model.predict(img_tensor, verbose=0)",
+        "random_output, first_kernel = model.predict(img_tensor, verbose=0), model.get_weights()[0]",
+    )
+    edit(
+        nb,
+        "answer:same_output",
+        "same_output = model.predict(img_tensor, verbose=0)\nprint(same_output.shape)",
+        "prediction = model.predict(img_tensor, verbose=0)\nblurred, same_output = prediction[0, :, :, 0], prediction\n"
+        "print(blurred.shape, same_output.shape)",
+    )
+    return deleted_tags(nb)
+
+
+def untagged_magics(nb):
+    # tags deleted, answers assigned under %%capture, %time and %%time, and
+    # average_output freed after its plot: read as IPython runs the cells
+    insert_after(nb, "setup", "%matplotlib inline\nimport matplotlib.pyplot as plt\n!ls")
+    cell = nb.cells[index_of(nb, "answer:random_output")]
+    cell.source = "%%capture\n" + cell.source  # hides Keras' warning about input_shape
+    edit(nb, "answer:average_output", "average_output = model.predict", "%time average_output = model.predict")
+    insert_after(
+        nb,
+        "answer:average_output",
+        "plt.imshow(average_output[0, :, :, 0], cmap='gray')\nplt.show()\naverage_output = None  # free memory",
+    )
+    cell = nb.cells[index_of(nb, "answer:same_output")]
+    cell.source = "%%time\n" + cell.source
+    return deleted_tags(nb)
+
+
+def untagged_syntax_error(nb):
+    # tags deleted, and the exercise 4 cell does not parse: no cell is known to
+    # assign same_output, so the end of the notebook is used, and says so
+    edit(nb, "answer:same_output", "padding='same'))", "padding='same')")
+    return deleted_tags(nb)
+
+
 def channels_first(nb):
     return edit(nb, "answer:img_tensor", "img.reshape((1, 512, 512, 1))", "img.reshape((1, 1, 512, 512))")
 
@@ -201,6 +262,10 @@ FIXTURE_BUILDERS = {
     "pixels_scaled": pixels_scaled,
     "infinite_loop_in_extra_cell": infinite_loop_in_extra_cell,
     "kernel_dies_midway": kernel_dies_midway,
+    "untagged_with_block_reused": untagged_with_block_reused,
+    "untagged_tuple_unpacking": untagged_tuple_unpacking,
+    "untagged_magics": untagged_magics,
+    "untagged_syntax_error": untagged_syntax_error,
 }
 
 
@@ -224,8 +289,15 @@ EXAMPLE_BUILDERS = {
 }
 
 
-def main():
+def main(names):
     FIXTURES.mkdir(parents=True, exist_ok=True)
+    if names:  # only these fixtures: the others keep their cell ids
+        unknown = sorted(set(names) - set(FIXTURE_BUILDERS))
+        if unknown:
+            sys.exit(f"no fixture builder for {', '.join(unknown)}; known: {', '.join(FIXTURE_BUILDERS)}")
+        for name in names:
+            nbformat.write(variant(FIXTURE_BUILDERS[name]), FIXTURES / f"{name}.ipynb")
+        return
     EXAMPLES.mkdir(parents=True, exist_ok=True)
     for name, builder in FIXTURE_BUILDERS.items():
         nbformat.write(variant(builder), FIXTURES / f"{name}.ipynb")
@@ -241,4 +313,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
