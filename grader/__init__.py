@@ -2,6 +2,8 @@
 and checking them against a reference solution, outside the student's process.
 
 The one library call is :func:`grade`; :func:`grade_batch` grades a folder.
+Inside a student's notebook, :func:`check` runs the visible checks on the
+values the notebook holds now (feedback only), against the kit :func:`use` chose.
 Names are imported lazily so ``grader --help`` answers instantly.
 """
 
@@ -21,15 +23,19 @@ __all__ = [
     "SpecError",
     "TestResult",
     "WarmExecutor",
+    "check",
     "grade",
     "grade_batch",
     "load_assignment",
+    "use",
 ]
 
 _WHERE = {
     "grade": "grading.grade",
     "grade_batch": "grading.batch",
     "load_assignment": "model.assignment",
+    "check": "kit.live",
+    "use": "kit.live",
     "Result": "model.result",
     "CheckResult": "model.result",
     "KernelExecutor": "execution.kernel",

@@ -86,6 +86,20 @@ def build_parser() -> argparse.ArgumentParser:
     execution_options(p)
 
     p = add(
+        "import",
+        cmd_import,
+        "Turn an LMS's bulk download of submissions (a zip) into SUBMISSIONS_DIR/<student>.ipynb and a roster.csv.",
+    )
+    p.add_argument("platform", choices=("canvas", "moodle", "gradescope"))
+    p.add_argument("zip", type=Path, metavar="ZIP", help="the zip the LMS downloaded, as it is")
+    p.add_argument("--out", "-o", type=Path, required=True, metavar="SUBMISSIONS_DIR")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="write into a SUBMISSIONS_DIR that is not empty (files of the same name are replaced)",
+    )
+
+    p = add(
         "batch",
         cmd_batch,
         "Grade every *.ipynb in a folder; write RESULTS_DIR/<stem>.json, summary.json and gradebook.csv.",
@@ -118,7 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     execution_options(p)
 
-    p = add("check", cmd_check, "Check your notebook before you submit: same scores, readable feedback.")
+    p = add(
+        "check",
+        cmd_check,
+        "Check your notebook before you submit: the visible checks, graded as on submission, with readable feedback.",
+    )
     p.add_argument("notebook", type=Path)
     p.add_argument("--assignment", "-a", help="assignment name or folder (default: from the notebook's metadata)")
     p.add_argument(
@@ -128,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to write the HTML feedback page (default: NOTEBOOK's folder, <stem>.feedback.html)",
     )
     p.add_argument("--no-html", action="store_true", help="do not write the HTML feedback page")
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write the result (the visible checks) as JSON")
     execution_options(p)
 
     p = add(
@@ -149,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="CHECK_NAME",
-        help="a check whose result students do not see (repeatable)",
+        help="a check whose result students do not see, whatever the spec says (repeatable)",
     )
     p.add_argument(
         "--known-good",
@@ -236,6 +255,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memberships", metavar="URL", help="the NRPS memberships URL (default: the tool's)")
 
     p = add(
+        "release",
+        cmd_release,
+        "Build the student kit: template, data, the visible checks and their expected answers; never the solution.",
+    )
+    p.add_argument("assignment", help="assignment name or folder")
+    p.add_argument("--out", "-o", type=Path, required=True, metavar="KIT_DIR")
+    p.add_argument(
+        "--zip", type=Path, metavar="KIT_ZIP", help="also write the kit as a zip (for a course page or Colab)"
+    )
+    p.add_argument("--force", action="store_true", help="replace what KIT_DIR holds")
+
+    p = add(
         "validate",
         cmd_validate,
         "Check an assignment: the solution scores full marks and the untouched template scores 0.",
@@ -285,8 +316,18 @@ def _assignment_for(notebook: Path, name: str | None) -> Assignment:
     )
 
 
-def _grade(args: argparse.Namespace, assignment: Assignment | None = None, keep_answers: Path | None = None) -> Result:
+def _grade(
+    args: argparse.Namespace,
+    assignment: Assignment | None = None,
+    keep_answers: Path | None = None,
+    *,
+    students: bool = False,
+) -> Result:
+    """Grade ``args.notebook``; ``students``: with the checks students may run
+    themselves only (the references still come from the whole assignment, so
+    the cache holds one entry for both)."""
     from grader.grading.grade import grade
+    from grader.grading.references import load_references, reference_key
     from grader.model.environment import require
 
     assignment = assignment or _assignment_for(args.notebook, args.assignment)
@@ -294,10 +335,14 @@ def _grade(args: argparse.Namespace, assignment: Assignment | None = None, keep_
         require(assignment.name, assignment.requirements, assignment.requirements_file)
     with _executor(args, args.notebook.resolve().parent) as executor:
         executor.start()  # the warm executor's imports overlap with loading the references
+        key = reference_key(assignment)
+        references = load_references(assignment, key=key)
         return grade(
             args.notebook,
-            assignment,
+            assignment.for_students() if students else assignment,
             executor=executor,
+            references=references,
+            references_key=key,
             keep_answers=keep_answers,
             cell_timeout=args.cell_timeout,
             notebook_timeout=args.notebook_timeout,
@@ -315,12 +360,20 @@ def cmd_check(args: argparse.Namespace) -> int:
     from grader.reports.console import print_check
 
     assignment = _assignment_for(args.notebook, args.assignment)
+    withheld = assignment.spec.for_students().withheld
     console = Console(stderr=True)
     with tempfile.TemporaryDirectory(prefix="grader-check-") as tmp:
         answers_file = Path(tmp) / "answers.npz"
         with console.status("Running your notebook..."):
-            result = _grade(args, assignment, keep_answers=answers_file)
+            result = _grade(args, assignment, keep_answers=answers_file, students=True)
         print_check(result, Console())
+        if args.json:
+            args.json.write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        if withheld:
+            print(
+                f"\n{withheld.points:g} more points ({withheld.checks} checks) are not checked here: "
+                "they run when your submission is graded."
+            )
         if not args.no_html:
             html = args.html or args.notebook.with_name(args.notebook.stem + ".feedback.html")
             try:
@@ -338,7 +391,19 @@ def _write_feedback_page(result: Result, assignment: Assignment, answers_file: P
     answers, _ = load_answer_arrays(
         answers_file, int(assignment.spec.limits.max_answer_mb * 2**20), assignment.spec.answers
     )
-    write_submission_report(result, answers, load_references(assignment), html, assignment=assignment)
+    write_submission_report(result, answers, load_references(assignment), html, assignment=assignment.for_students())
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from grader.platforms.lms_import import import_submissions
+
+    report = import_submissions(args.platform, args.zip, args.out, force=args.force)
+    _warn(report.notes())
+    print(report.summary())
+    print(
+        f"Next: grader batch {args.out} --assignment NAME --out RESULTS_DIR; then export with --roster {report.roster}"
+    )
+    return 0
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
@@ -498,6 +563,22 @@ def cmd_lti(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_release(args: argparse.Namespace) -> int:
+    from grader.kit.release import kit_info, release
+
+    kit = release(args.assignment, args.out, force=args.force, zip_path=args.zip)
+    info = kit_info(kit)
+    assert info is not None
+    withheld = (
+        f"; {info.withheld_checks} checks ({info.withheld_points:g} points) left out" if info.withheld_checks else ""
+    )
+    print(
+        f"student kit written to {kit}: {info.checks} visible checks{withheld}"
+        + (f"; zip: {args.zip}" if args.zip else "")
+    )
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from grader.execution.kernel import KernelExecutor
     from grader.grading.grade import grade
@@ -533,9 +614,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    from grader.execution.host import warm_unavailable
     from grader.execution.sandbox import FULL, ResourceLimits, probe
     from grader.model.assignment import available_assignments, load_assignment
     from grader.model.environment import unmet
+    from grader.model.versions import current_versions, framework_problem
 
     caps = probe()
     print(f"isolation: {caps.level}")
@@ -557,7 +640,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             "without full isolation a submission could read the solution or other results, or exhaust the machine; "
             "grade as root on Linux with cgroup v1, or pass --require-isolation to refuse"
         )
-    environment_ok = True
+    warm = warm_unavailable()
+    print(f"executors: kernel ok, warm {'ok' if warm is None else 'unavailable: ' + warm}")
+    framework, found = framework_problem(), current_versions()
+    print(f"missing: {framework}" if framework else f"tensorflow {found.tensorflow}, keras {found.keras}: ok")
+    environment_ok = framework is None
     for name in available_assignments():
         try:
             assignment = load_assignment(name)

@@ -56,7 +56,8 @@ class RosterError(GraderError):
 
 class LmsError(GraderError):
     """An export or a publication cannot go on: results of several assignments,
-    a line item URL or token that cannot be used."""
+    a line item URL or token that cannot be used; or an LMS's download that
+    ``grader import`` cannot use (not a zip, truncated, not that platform's)."""
 
 
 class CourseEnvironmentError(GraderError):

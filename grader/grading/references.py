@@ -39,7 +39,7 @@ def reference_key(assignment: Assignment, cache_dir: Path | None = None) -> str:
     to the shipped references in ``cache_dir`` (default: the settings') is used."""
     h = hashlib.sha256(f"grader-references-{CACHE_FORMAT}\n".encode())
     if not assignment.solution_path.is_file():
-        pinned = (cache_dir or cache_root()) / assignment.name / PINNED_KEY_FILE
+        pinned = _cache_for(assignment, cache_dir) / assignment.name / PINNED_KEY_FILE
         if pinned.is_file():
             return pinned.read_text(encoding="utf-8").strip()
         raise SolutionError(f"reference solution not found: {assignment.solution_path}")
@@ -60,8 +60,9 @@ def load_references(
 ) -> dict[str, np.ndarray]:
     """The solution's answers by name, from the cache (``cache_dir``, default:
     the settings') or freshly built (``key``: the :func:`reference_key` if the
-    caller has it already)."""
-    cache_dir = cache_dir or cache_root()
+    caller has it already).  A student kit's assignment reads the references it
+    was given (:attr:`Assignment.prebuilt_references`)."""
+    cache_dir = _cache_for(assignment, cache_dir)
     key = key or reference_key(assignment, cache_dir)
     folder = cache_dir / assignment.name / key[:32]
     if not rebuild:
@@ -76,6 +77,10 @@ def load_references(
     arrays = build_references(assignment, executor or KernelExecutor())
     write_entry(folder, key, arrays)
     return arrays
+
+
+def _cache_for(assignment: Assignment, cache_dir: Path | None) -> Path:
+    return assignment.prebuilt_references or cache_dir or cache_root()
 
 
 def build_references(assignment: Assignment, executor: Executor) -> dict[str, np.ndarray]:

@@ -15,13 +15,15 @@ was installed from.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from grader.errors import AssignmentNotFound, SpecError
 from grader.model.environment import requirements_of, requirements_path
 from grader.model.spec import SPEC_FILE, Spec, load_spec
 from grader.settings import load_settings
+
+PREBUILT_REFERENCES = ".references"  # in a student kit's assignment folder: references built by `grader release`
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,17 @@ class Assignment:
     @property
     def computation_files(self) -> list[Path]:
         return [self.folder / f for f in self.spec.computation_files()]
+
+    @property
+    def prebuilt_references(self) -> Path | None:
+        """Where a copy without its solution (a student kit) keeps the reference
+        answers it was given, laid out as a reference cache; None elsewhere."""
+        folder = self.folder / PREBUILT_REFERENCES
+        return folder if not self.solution_path.is_file() and folder.is_dir() else None
+
+    def for_students(self) -> Assignment:
+        """The assignment as students check it themselves: the visible checks only."""
+        return replace(self, spec=self.spec.for_students())
 
     def spec_sha256(self) -> str:
         return hashlib.sha256(self.spec_path.read_bytes()).hexdigest()

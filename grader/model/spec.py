@@ -18,6 +18,10 @@ from grader.model.environment import Environment
 SPEC_FILE = "assignment.toml"
 FILE_PREFIX = "file:"
 
+# Gradescope's vocabulary.  Students check only ``visible`` checks on their own machines; the others run when the
+# submission is graded (on Gradescope, ``after_due_date``/``after_published`` are shown to them then).
+Visibility = Literal["visible", "hidden", "after_due_date", "after_published"]
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -144,6 +148,12 @@ class Check(_Strict):
     )
     hint: str = Field("", description="shown when the check fails")
     diagnoses: list[Diagnosis] = []
+    visibility: Visibility = Field(
+        "visible",
+        description="who sees this check: 'visible' (students check it themselves, with the student kit or "
+        "`grader check`), 'hidden' (never shown to students), 'after_due_date' or 'after_published' (Gradescope "
+        "shows it then); all but 'visible' are left out of the student kit and of `grader check`",
+    )
 
     @model_validator(mode="after")
     def _kind_complete(self) -> Check:
@@ -152,6 +162,13 @@ class Check(_Strict):
         if self.kind == "compute" and self.compute is None:
             raise ValueError("kind='compute' needs a [checks.compute] table")
         return self
+
+
+class Withheld(_Strict):
+    """What a student's copy of a spec leaves out: graded on submission, never checked locally."""
+
+    checks: int = Field(ge=0)
+    points: float = Field(ge=0)
 
 
 class Spec(_Strict):
@@ -167,6 +184,9 @@ class Spec(_Strict):
     )
     answers: dict[str, Answer]
     checks: list[Check] = Field(min_length=1)
+    withheld: Withheld | None = Field(
+        None, description="set in a student kit's spec by `grader release`: the checks it leaves out"
+    )
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Spec:
@@ -203,6 +223,39 @@ class Spec(_Strict):
     @property
     def max_score(self) -> float:
         return float(sum(c.points for c in self.checks))
+
+    def for_students(self) -> Spec:
+        """This spec as students may see it: the visible checks, the answers
+        they read, and what was left out (:class:`Withheld`).  Raises
+        :class:`SpecError` when no check is visible."""
+        shown = [c for c in self.checks if c.visibility == "visible"]
+        if not shown:
+            raise SpecError(f"{self.title!r}: no check is visible to students, so there is nothing to check locally")
+        left_out = [c for c in self.checks if c.visibility != "visible"]
+        earlier = self.withheld or Withheld(checks=0, points=0)
+        needed = {c.answer for c in shown} | {
+            s for c in shown for s in computation_sources(c.compute) if isinstance(s, str) and s in self.answers
+        }
+        withheld = Withheld(
+            checks=earlier.checks + len(left_out), points=earlier.points + sum(c.points for c in left_out)
+        )
+        return self.model_copy(
+            update={
+                "checks": shown,
+                "answers": {n: a for n, a in self.answers.items() if n in needed},
+                "withheld": withheld if withheld.checks else None,
+            }
+        )
+
+    def reference_answers(self) -> set[str]:
+        """The answers whose reference values the checks read: a ``reference``
+        check's own, and a computation's inputs (used when the student's own
+        input was not captured)."""
+        names = {c.answer for c in self.checks if c.kind == "reference"}
+        names |= {
+            s for c in self.checks for s in computation_sources(c.compute) if isinstance(s, str) and s in self.answers
+        }
+        return names
 
     def capture_cell(self, answer: str) -> str:
         return self.answers[answer].cell or answer

@@ -223,13 +223,16 @@ class _NotSaved(LookupError):
 
 
 def comparisons(
-    result: Result, answers: dict[str, np.ndarray], references: dict[str, np.ndarray], assignment: Assignment | None
+    tests: list[CheckResult],
+    answers: dict[str, np.ndarray],
+    references: dict[str, np.ndarray],
+    assignment: Assignment | None,
 ) -> dict[str, Drawing]:
     """By answer name: every answer with a ``reference`` or ``compute`` check
     whose array is in ``answers``, with what that check compared it against."""
     checks = {c.name: c for c in assignment.spec.checks} if assignment else {}
     found: dict[str, Drawing] = {}
-    for test in result.tests:
+    for test in tests:
         student = answers.get(test.answer)
         if test.kind not in VALUE_KINDS or test.answer in found or student is None or not is_real_numeric(student):
             continue
@@ -300,11 +303,6 @@ def submission_page(
 ) -> str:
     """The HTML of one student's page.  ``notes``: remarks shown under the
     score; ``images``: a cache of expected-value images shared between pages."""
-    drawn = comparisons(result, answers, references, assignment)
-    descriptions = {n: a.description for n, a in assignment.spec.answers.items()} if assignment else {}
-    groups: dict[str, list[CheckResult]] = {}
-    for test in result.tests:
-        groups.setdefault(test.answer, []).append(test)
     body = [
         f'<p class="muted">{_e(result.assignment.title)} · {_e(result.assignment.name)} {_e(result.assignment.spec_version)}</p>',
         f"<h1>{_e(result.submission.file)}</h1>",
@@ -320,15 +318,55 @@ def submission_page(
         )
     body += [f'<p class="warning">{_e(n)}</p>' for n in notes if n == STALE]
     body += [f'<p class="muted">{_e(n)}</p>' for n in notes if n != STALE]
-    for answer, tests in groups.items():
+    body += answers_html(result.tests, answers, references, assignment, images)
+    return _page(f"{result.submission.file}: {result.score:g}/{result.max_score:g}", "\n".join(body))
+
+
+def answers_html(
+    tests: list[CheckResult],
+    answers: dict[str, np.ndarray],
+    references: dict[str, np.ndarray],
+    assignment: Assignment | None,
+    images: dict,
+) -> list[str]:
+    """Per answer: its checks' verdicts and feedback, then the pictures of the
+    student's array, the expected one and their difference."""
+    drawn = comparisons(tests, answers, references, assignment)
+    descriptions = {n: a.description for n, a in assignment.spec.answers.items()} if assignment else {}
+    groups: dict[str, list[CheckResult]] = {}
+    for test in tests:
+        groups.setdefault(test.answer, []).append(test)
+    body = []
+    for answer, group in groups.items():
         body.append(f"<h2>{_e(answer)}</h2>")
         if descriptions.get(answer):
             body.append(f'<p class="muted">{_e(descriptions[answer])}</p>')
-        body += [_check_html(t) for t in tests]
+        body += [_check_html(t) for t in group]
         if answer in drawn:
-            metrics = next((t for t in tests if t.kind in VALUE_KINDS), None)
+            metrics = next((t for t in group if t.kind in VALUE_KINDS), None)
             body.append(_images_html(drawn[answer], metrics, images))
-    return _page(f"{result.submission.file}: {result.score:g}/{result.max_score:g}", "\n".join(body))
+    return body
+
+
+def fragment(heading: str, body: list[str]) -> str:
+    """HTML to show inside another page (a notebook's output): the report's
+    styles scoped to one element, so the page around it keeps its own."""
+    return f'<div class="{FRAGMENT}"><style>{SCOPED_CSS}</style>{heading}{"".join(body)}</div>'
+
+
+def _scoped(css: str, scope: str) -> str:
+    rules = []
+    for rule in css.replace("\n", "").split("}"):
+        if "{" not in rule:
+            continue
+        selectors, declarations = rule.split("{", 1)
+        scoped = [
+            scope if s.strip() in ("body", "main") else f"{scope} {s.strip()}"
+            for s in selectors.split(",")
+            if s.strip()
+        ]
+        rules.append(f"{','.join(scoped)}{{{declarations}}}")
+    return "".join(rules)
 
 
 def _check_html(test: CheckResult) -> str:
@@ -550,6 +588,10 @@ def _e(text: object) -> str:
 
 def _score_class(result: Result) -> str:
     return band(result.score, result.max_score)
+
+
+FRAGMENT = "grader-feedback"
+SCOPED_CSS = _scoped(CSS, f".{FRAGMENT}")
 
 
 def _table(headers: list[str], rows: list[str]) -> str:

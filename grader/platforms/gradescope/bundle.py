@@ -21,9 +21,8 @@ from grader.grading.references import PINNED_KEY_FILE, load_references, referenc
 from grader.grading.results_dir import atomic_file
 from grader.model.assignment import Assignment, load_assignment
 from grader.model.result import Versions
+from grader.model.spec import Visibility
 from grader.model.versions import current_versions, runtime_closure
-
-Visibility = Literal["visible", "hidden", "after_due_date", "after_published"]
 
 CONFIG_FILE = "gradescope.json"
 REFERENCES_DIR = "references"  # a reference cache holding this assignment's entry only
@@ -69,17 +68,14 @@ def build_bundle(
 ) -> Path:
     """Write the Gradescope autograder zip for an assignment (a loaded one, a
     name or a folder) and return its path.  Builds the reference answers from
-    the solution if they are not cached yet; ``test_visibility`` maps check
-    names to Gradescope visibilities (``hidden``...).  ``known_good``: the
+    the solution if they are not cached yet; each check has the visibility
+    its spec gives it, and ``test_visibility`` maps check names to
+    Gradescope visibilities (``hidden``...) that override the spec's.  ``known_good``: the
     notebook setup.sh must grade full marks (default: the solution, which
     the bundle then holds for root's eyes only)."""
     if not isinstance(assignment, Assignment):
         assignment = load_assignment(assignment)
-    test_visibility = dict(test_visibility or {})
-    unknown = sorted(set(test_visibility) - {c.name for c in assignment.spec.checks})
-    if unknown:
-        known = "; ".join(c.name for c in assignment.spec.checks)
-        raise BundleError(f"no check named {', '.join(map(repr, unknown))} in {assignment.spec_path} (checks: {known})")
+    test_visibility = check_visibilities(assignment, visibility, test_visibility or {})
     key = reference_key(assignment)
     try:
         config = BundleConfig(
@@ -116,6 +112,18 @@ def build_bundle(
         (stage / "README.txt").write_text(bundle_readme(assignment, config), encoding="utf-8")
         _zip_tree(stage, out_zip)
     return out_zip
+
+
+def check_visibilities(
+    assignment: Assignment, visibility: Visibility, overrides: Mapping[str, Visibility]
+) -> dict[str, Visibility]:
+    """Each check's visibility where it differs from the top level's: the
+    spec's, unless ``overrides`` (``--hide``) says otherwise."""
+    unknown = sorted(set(overrides) - {c.name for c in assignment.spec.checks})
+    if unknown:
+        known = "; ".join(c.name for c in assignment.spec.checks)
+        raise BundleError(f"no check named {', '.join(map(repr, unknown))} in {assignment.spec_path} (checks: {known})")
+    return {c.name: c.visibility for c in assignment.spec.checks if c.visibility != visibility} | dict(overrides)
 
 
 def template(name: str) -> str:
