@@ -1,19 +1,23 @@
 """Gradebook CSV files that Canvas and Moodle import, one row per roster student.
 
-**Canvas** (Grades > Import, "How do I import grades in the Gradebook?"): the
-file has the layout of Canvas's own gradebook export.  The first five columns
-identify the student: ``Student`` (display name), ``ID`` (Canvas user ID),
-``SIS User ID``, ``SIS Login ID``, ``Section``; Canvas finds the student by
-``ID``, else ``SIS User ID``, else ``SIS Login ID`` (the name is only shown).
-Then one column per assignment headed ``<assignment name> (<assignment id>)``:
-with the id of an existing assignment the scores go into it, without one
-Canvas offers to create a new assignment of that name.  The second row,
-``Points Possible``, is what Canvas's export writes there; it gives a new
-assignment its points.  Our choices: ``ID`` is the roster's ``user_id`` only
-when it is a number (an LTI user id is an opaque string that Canvas would
-misread), ``SIS User ID`` is ``sis_id``, ``SIS Login ID`` is ``login_id``,
-``Section`` is ``section``; a student with none of the three is listed in
-``unidentified`` (Canvas could only guess from the name).
+**Canvas** (Grades > Import; the rules below are Canvas's ``GradebookImporter``,
+``lib/gradebook_importer.rb``): the file has the layout of Canvas's own
+gradebook export.  The header must start with ``Student`` and ``ID``, and its
+student columns end at ``Section``: ``Student, ID, SIS User ID, SIS Login ID,
+Section``.  Canvas finds each row's student by ``ID`` (the Canvas user id),
+else by ``SIS User ID``, else by ``SIS Login ID``, else by the name, equal to
+the student's name or sortable name (a namesake would do); a row it cannot
+place becomes a "student not in the course".  Each other column is an
+assignment: ``<title> (<id>)`` is the assignment with that id; without an id
+(or with one Canvas does not have) Canvas takes the assignment whose title
+is the whole header text, else offers to create one of that title.  The
+``Points Possible`` row gives the assignments their points possible.  A cell
+``""`` or ``-`` is "no score", which clears a score Canvas holds.  Our
+choices: ``ID`` is the roster's ``user_id`` only when it is a number (an LTI
+user id is an opaque string that Canvas would misread), ``SIS User ID`` is
+``sis_id``, ``SIS Login ID`` is ``login_id``, ``Section`` is ``section``; a
+student with none of the three is listed in ``unidentified`` (Canvas would
+match by name alone).
 
 **Moodle** (Grades > Import > CSV file): any CSV with a header row; on import
 the teacher maps one column to the user ("Identify user by": ``Email
