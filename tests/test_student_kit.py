@@ -236,7 +236,9 @@ def run_live(notebook: Path, kit: Path, cache: Path) -> tuple[dict, dict, list]:
     from nbclient import NotebookClient
 
     nb = nbformat.read(notebook, as_version=4)
-    first = "import time\nstart = time.perf_counter()\nimport grader\ngrader.use()\nfirst_s = time.perf_counter() - start"
+    first = (
+        "import time\nstart = time.perf_counter()\nimport grader\ngrader.use()\nfirst_s = time.perf_counter() - start"
+    )
     cells = [nbformat.v4.new_code_cell("checked = {}\n" + first)]
     for cell in nb.cells:
         cells.append(cell)

@@ -32,8 +32,10 @@ from grader.execution.base import (
     whole_seconds,
 )
 from grader.execution.capture import call_source, loader_source
+from grader.execution.host import detect
 from grader.execution.plan import ExecutionPlan
 from grader.execution.sandbox import Policy, student_uid
+from grader.execution.untrusted import WRITE_FLAGS
 
 if TYPE_CHECKING:
     from jupyter_client.asynchronous import AsyncKernelClient
@@ -249,7 +251,7 @@ class MessageLimitExceeded(Exception):
 def open_log(workdir: Workdir) -> BinaryIO:
     """The student's process's log, created by the grader (before any of the
     student's code runs) in the scratch root, which the student cannot write."""
-    fd = os.open(workdir.root / LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    fd = os.open(workdir.root / LOG_NAME, WRITE_FLAGS, 0o600)
     return os.fdopen(fd, "wb")
 
 
@@ -297,10 +299,13 @@ def _kernel_manager(workdir: Workdir, policy: Policy | None, uid: int) -> AsyncK
             return kc
 
     kernel_dir = workdir.root / KERNEL_DIR
+    # Unix sockets: the sandboxed kernel has no network at all; Windows has
+    # none of them (and no sandbox), so its kernel listens on loopback.
+    ipc = detect().unix_sockets
     return CappedManager(
         kernel_name="grader-python",
         kernel_spec_manager=ThisPython(),
-        transport="ipc",
-        ip=str(kernel_dir / "zmq"),
+        transport="ipc" if ipc else "tcp",
+        ip=str(kernel_dir / "zmq") if ipc else "127.0.0.1",
         connection_file=str(kernel_dir / "kernel.json"),
     )

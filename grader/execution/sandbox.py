@@ -31,7 +31,11 @@ grader touches them through :mod:`grader.execution.untrusted` all the same.
 It returns in the grandchild only.  Where namespaces or cgroups are not
 available, :func:`probe` says what is missing and :func:`enter` applies what
 it can (rlimits, another user if root); the level in force is recorded in
-every result (``isolation``) and ``grader doctor`` prints it.
+every result (``isolation``) and ``grader doctor`` prints it.  Off Linux
+(macOS, Windows: :mod:`grader.execution.host`) there is nothing to enter: the
+launcher runs the command as it is, the level is ``none`` and says why, and
+nothing Linux-only (the C library's calls, :mod:`resource`) is touched, not
+even when this module is imported.
 """
 
 from __future__ import annotations
@@ -41,7 +45,6 @@ import errno
 import json
 import os
 import platform
-import resource
 import shutil
 import signal
 import sys
@@ -50,9 +53,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
 
 from grader.errors import ExecutorError
+from grader.execution.host import detect
 from grader.execution.untrusted import chown_tree, open_dir, read_capped, write_replacing
 
 CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x02000000, 0x04000000, 0x08000000
@@ -72,12 +77,19 @@ CGROUP_V1 = Path("/sys/fs/cgroup")
 CGROUP_PARENT = "grader"
 RECORD_FILE = "sandbox.json"
 STUDENT_UID_BASE = 61000  # uids 61000..64999 are used for students, one per concurrent submission
-FULL, PARTIAL = "full", "partial"
+FULL, PARTIAL, NONE = "full", "partial", "none"
 # The folder holding the grader package this process imported: the
 # sandbox's launcher imports that same copy, wherever it lives.
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 
-_libc = ctypes.CDLL(None, use_errno=True)
+
+@cache
+def _libc() -> ctypes.CDLL:
+    """The C library, loaded at its first use: what the sandbox calls in it
+    (unshare, mount, setns, prctl) is Linux's, and Windows has no such library."""
+    return ctypes.CDLL(None, use_errno=True)
+
+
 # Top-level folders the student's process sees as they are; every other one
 # (/home, /root, /work, /opt, /srv, /mnt, /run, /var...) is covered by an empty
 # folder, so copies of a solution anywhere else on the machine are invisible.
@@ -121,15 +133,24 @@ class Capabilities:
     namespaces: bool
     cgroup_memory: bool
     cgroup_pids: bool
+    system: str = "linux"  # sys.platform; off Linux there is no sandbox at all
+
+    @property
+    def linux(self) -> bool:
+        return self.system.startswith("linux")
 
     @property
     def level(self) -> str:
+        if not self.linux:
+            return NONE
         if self.root and self.namespaces and self.cgroup_memory and self.cgroup_pids:
             return FULL
         return PARTIAL
 
     @property
     def missing(self) -> list[str]:
+        if not self.linux:
+            return [f"Linux namespaces, cgroups and uid switching (this platform is {self.system})"]
         wanted = {
             "running as root (needed to switch to an unprivileged user and to mount)": self.root,
             "Linux namespaces (unshare of mount, network, PID, IPC, UTS)": self.namespaces,
@@ -147,6 +168,11 @@ class Capabilities:
 
     def describe(self, isolate: bool, exposed: tuple[str, ...] = ()) -> str:
         """The value recorded in results' ``isolation`` field."""
+        if not self.linux:  # whatever was asked: nothing of the sandbox exists here
+            return (
+                f"none: this platform ({self.system}) has no Linux namespaces, cgroups or uid switching; "
+                "students' code runs as this user, without resource limits (the cell and notebook timeouts apply)"
+            )
         if not isolate:
             return "none: isolation disabled (--no-isolation); rlimits only"
         if self.level == FULL:
@@ -170,10 +196,15 @@ _probed: Capabilities | None = None
 
 
 def probe() -> Capabilities:
-    """What this machine allows (cached).  Namespaces are tried in a short-lived
-    child so the caller is not changed."""
+    """What this machine allows (cached on Linux).  Namespaces are tried in a
+    short-lived child so the caller is not changed.  Off Linux, nothing is
+    tried: nothing of the sandbox is there."""
+    host = detect()
+    if not host.sandbox:
+        return Capabilities(root=False, namespaces=False, cgroup_memory=False, cgroup_pids=False, system=host.system)
     global _probed
     if _probed is None:
+        _libc()  # loaded once, before any fork: children inherit it
         root = os.geteuid() == 0
         _probed = Capabilities(
             root=root,
@@ -187,7 +218,7 @@ def probe() -> Capabilities:
 def _can_unshare() -> bool:
     pid = os.fork()
     if pid == 0:
-        ok = _libc.unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWPID) == 0
+        ok = _libc().unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWPID) == 0
         os._exit(0 if ok else 1)
     return os.waitpid(pid, 0)[1] == 0
 
@@ -334,13 +365,13 @@ def enter(policy: Policy, workdir_root: Path, uid: int) -> str:
     namespaced = policy.isolate and caps.namespaces
     if namespaced:
         flags = CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
-        _check(_libc.unshare(flags if born_in_namespace else flags | CLONE_NEWPID), "unshare")
+        _check(_libc().unshare(flags if born_in_namespace else flags | CLONE_NEWPID), "unshare")
     if (namespaced or cgroups) and not born_in_namespace:
         _supervise(workdir_root, cgroups)  # returns in the grandchild only
     if namespaced:
         # The mount namespace is the grandchild's alone: the supervising
         # process keeps the host's view (it removes the cgroups).
-        _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWCGROUP), "unshare")
+        _check(_libc().unshare(CLONE_NEWNS | CLONE_NEWCGROUP), "unshare")
         _fresh_root(workdir_root, policy)
     _set_rlimits(policy.limits)
     if not any(c.parent.parent.name == "memory" for c in cgroups):
@@ -390,12 +421,12 @@ def _syscall(name: str, *args: object) -> int:
     if number is None:
         ctypes.set_errno(errno.ENOSYS)
         return -1
-    return _libc.syscall(number, *args)
+    return _libc().syscall(number, *args)
 
 
 def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
     _check(
-        _libc.mount(
+        _libc().mount(
             source and source.encode(),
             target.encode(),
             fstype and fstype.encode(),
@@ -460,7 +491,7 @@ def _fresh_root(workdir_root: Path, policy: Policy) -> None:
     os.mkdir(f"{new}/.old-root")
     _check(_syscall("pivot_root", new.encode(), f"{new}/.old-root".encode()), "pivot_root")
     os.chdir("/")
-    _check(_libc.umount2(b"/.old-root", MNT_DETACH), "umount old root")
+    _check(_libc().umount2(b"/.old-root", MNT_DETACH), "umount old root")
     os.rmdir("/.old-root")
     _mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
@@ -549,6 +580,8 @@ def release(workdir_root: Path, status: int | None = None) -> None:
     record what the sandbox saw (:func:`read_record`) and remove its cgroups.
     Idempotent: the supervising process, the zygote and the grader may each
     call it (whoever is left: a killed supervisor releases nothing)."""
+    if not detect().sandbox:
+        return  # no sandbox was entered: nothing to record or remove
     workdir_root = Path(workdir_root)
     cgroups = [CGROUP_V1 / controller / CGROUP_PARENT / workdir_root.name for controller in ("memory", "pids")]
     cgroups = [folder for folder in cgroups if folder.is_dir()]
@@ -602,9 +635,9 @@ def pid_namespace_for_next_fork(new: bool) -> bool:
     try:
         if _own_pid_namespace is None:
             _own_pid_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-        _check(_libc.setns(_own_pid_namespace, CLONE_NEWPID), "setns")
+        _check(_libc().setns(_own_pid_namespace, CLONE_NEWPID), "setns")
         if new and probe().namespaces:
-            _check(_libc.unshare(CLONE_NEWPID), "unshare")
+            _check(_libc().unshare(CLONE_NEWPID), "unshare")
             return True
     except OSError:
         pass  # the child isolates itself the usual way (enter() forks)
@@ -624,6 +657,8 @@ def _oom_kills(cgroups: list[Path]) -> int:
 
 
 def _set_rlimits(limits: ResourceLimits) -> None:
+    import resource  # here, not at the top: Windows has no such module
+
     mb = 2**20
     for which, value in {
         resource.RLIMIT_FSIZE: limits.file_size_mb * mb,
@@ -640,6 +675,8 @@ def _limit_address_space(limits: ResourceLimits) -> None:
     lesson: 2.0 GB of address space for 0.56 GB resident, measured), so the
     budget is on top of the current mappings, and a forked warm child, which
     inherits the parent's, still gets all of it."""
+    import resource
+
     mapped = 0
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -653,12 +690,16 @@ def _limit_address_space(limits: ResourceLimits) -> None:
 def _lower_limit(which: int, value: int) -> None:
     """Set soft and hard limit to ``value``, never above the current hard limit
     (raising it needs CAP_SYS_RESOURCE, which containers often lack)."""
+    import resource
+
     _, hard = resource.getrlimit(which)
     value = value if hard == resource.RLIM_INFINITY else min(value, hard)
     resource.setrlimit(which, (value, value))
 
 
 def _drop_privileges(uid: int, limits: ResourceLimits) -> None:
+    import resource
+
     # RLIMIT_NPROC counts the user's processes machine-wide; each concurrent
     # submission has its own uid, so this bounds a fork bomb even without cgroups
     _lower_limit(resource.RLIMIT_NPROC, limits.max_processes * 2)
@@ -669,8 +710,8 @@ def _drop_privileges(uid: int, limits: ResourceLimits) -> None:
     # own, and nothing left by an earlier submission under this uid.
     _syscall("keyctl", KEYCTL_JOIN_SESSION_KEYRING, None)
     _clear_own_keyrings()
-    _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # set after setuid, which clears it
+    _libc().prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # set after setuid, which clears it
     os.environ["HOME"] = os.getcwd()
 
 
@@ -691,7 +732,7 @@ def scratch_folder(policy: Policy | None) -> Iterator[Path]:
         yield folder
     finally:
         if mounted:
-            _libc.umount2(str(folder).encode(), MNT_DETACH)
+            _libc().umount2(str(folder).encode(), MNT_DETACH)
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -707,7 +748,7 @@ def read_record(workdir_root: Path) -> dict:
 def clear_keyrings(uid: int) -> None:
     """Empty the user keyrings of ``uid`` (they outlive its processes, and
     the uid serves another submission later), from a short-lived child."""
-    if os.geteuid() != 0:
+    if not detect().sandbox or os.geteuid() != 0:
         return
     pid = os.fork()
     if pid == 0:
@@ -731,7 +772,10 @@ def launcher(policy: Policy, workdir_root: Path, uid: int, command: list[str]) -
     bytecode written) and imports
     this very copy of the package, wherever it lives (a source folder, a
     Gradescope bundle, site-packages): what it binds into the student's root
-    is then what the grader's capture module needs."""
+    is then what the grader's capture module needs.  Off Linux, ``command``
+    itself: there is no sandbox to enter (and :func:`describe` says so)."""
+    if not detect().sandbox:
+        return list(command)
     code = (
         f"import sys; sys.path.insert(0, {str(PACKAGE_PARENT)!r}); "
         "from grader.execution.sandbox import main; main(sys.argv[1:])"

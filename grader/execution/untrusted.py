@@ -23,7 +23,12 @@ class UnsafeFile(ValueError):
     message names it and says why (it is shown in the submission's result)."""
 
 
-DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# Windows' os module lacks these flags: there they are 0 (and binary mode is a flag of its own).
+O_NOFOLLOW, O_NONBLOCK, O_CLOEXEC = (getattr(os, f, 0) for f in ("O_NOFOLLOW", "O_NONBLOCK", "O_CLOEXEC"))
+O_DIRECTORY, O_BINARY = getattr(os, "O_DIRECTORY", 0), getattr(os, "O_BINARY", 0)
+DIR_FLAGS = os.O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC
+READ_FLAGS = os.O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_BINARY
+WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_BINARY
 
 
 def open_dir(path: Path | str, dir_fd: int | None = None) -> int:
@@ -45,7 +50,7 @@ def open_regular(name: str, limit: int, dir_fd: int | None = None) -> BinaryIO:
     try:
         fd = os.open(
             _single(name) if dir_fd is not None else name,
-            os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+            READ_FLAGS,
             dir_fd=dir_fd,
         )
     except OSError as exc:
@@ -90,7 +95,7 @@ def write_replacing(name: str, data: bytes, dir_fd: int) -> None:
         os.unlink(tmp, dir_fd=dir_fd)
     except FileNotFoundError:
         pass
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+    fd = os.open(tmp, WRITE_FLAGS, 0o600, dir_fd=dir_fd)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

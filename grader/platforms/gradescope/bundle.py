@@ -22,7 +22,7 @@ from grader.grading.results_dir import atomic_file
 from grader.model.assignment import Assignment, load_assignment
 from grader.model.result import Versions
 from grader.model.spec import Visibility
-from grader.model.versions import current_versions, runtime_closure
+from grader.model.versions import PROVIDERS, RUNTIME_EXTRAS, current_versions, runtime_closure
 
 CONFIG_FILE = "gradescope.json"
 REFERENCES_DIR = "references"  # a reference cache holding this assignment's entry only
@@ -133,10 +133,13 @@ def template(name: str) -> str:
 
 def pinned_requirements() -> list[str]:
     """``name==version`` for every distribution the grader needs at run time,
-    directly or not, as installed here (the references were built with them)."""
-    closure = runtime_closure("grader")
+    directly or not, TensorFlow included (an extra, whichever distribution of
+    it is installed), as installed here (the references were built with them)."""
+    closure = runtime_closure("grader", extras=RUNTIME_EXTRAS)
     if not closure:
         raise BundleError("the grader's installed distribution lists no requirements: install it (pip install -e .)")
+    if not set(PROVIDERS["tensorflow"]) & set(closure):
+        raise BundleError("no TensorFlow is installed here to pin for Gradescope: pip install -e '.[cpu]'")
     return [f"{name}=={version}" for name, version in closure.items()]
 
 
