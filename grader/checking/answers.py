@@ -3,7 +3,9 @@
 Everything under the answers folder was written by untrusted code, so each
 manifest is size-limited and validated, and each ``.npy`` header is read and
 checked (numeric dtype, size consistent with the file) before any data is
-loaded, always with ``allow_pickle=False``.
+loaded, always with ``allow_pickle=False``.  The folder is read through
+:mod:`grader.execution.untrusted` (a :class:`~grader.execution.untrusted.Folder`:
+a descriptor where the platform has them, else its path).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from grader.execution.base import FINAL_POINT, ExecutionRecord, point_name
 from grader.execution.capture import MAX_MODELS as MAX_CANDIDATES  # no more than the capture module writes
 from grader.execution.capture import NUMERIC_KINDS
 from grader.execution.plan import ExecutionPlan
-from grader.execution.untrusted import UnsafeFile, open_dir, open_regular
+from grader.execution.untrusted import Folder, Parent, UnsafeFile, entry_stat, held_folder, open_regular
 
 AnswerStatus = Literal["ok", "missing", "unsupported", "too_large", "invalid", "not_run"]
 MANIFEST_LIMIT = 1 << 20
@@ -58,10 +60,10 @@ class CapturedAnswer:
 BadAnswerFile = UnsafeFile  # a file in the answers folder that cannot be trusted (the message says why)
 
 
-def load_npy(path: Path | str, max_bytes: int, dir_fd: int | None = None) -> np.ndarray:
+def load_npy(path: Path | str, max_bytes: int, parent: Parent = None) -> np.ndarray:
     """Load a numeric array written by untrusted code (``path``: one name
-    under the folder ``dir_fd``, if given), or raise BadAnswerFile."""
-    with open_regular(str(path), max_bytes + 4096, dir_fd) as f:
+    under the folder ``parent``, if given), or raise BadAnswerFile."""
+    with open_regular(str(path), max_bytes + 4096, parent) as f:
         size = os.fstat(f.fileno()).st_size
         try:
             version = np.lib.format.read_magic(f)
@@ -90,16 +92,16 @@ def load_npy(path: Path | str, max_bytes: int, dir_fd: int | None = None) -> np.
         return array.copy()
 
 
-def _read_manifest(answers_fd: int, point: str) -> dict[str, _ManifestEntry] | str:
+def _read_manifest(answers: Folder, point: str) -> dict[str, _ManifestEntry] | str:
     name = f"{point}.json"
     try:
-        os.stat(name, dir_fd=answers_fd, follow_symlinks=False)
+        entry_stat(name, answers)
     except FileNotFoundError:
         return "no capture was written"
     except OSError as exc:
         return f"the capture manifest is unusable: {exc.strerror}"
     try:
-        with open_regular(name, MANIFEST_LIMIT, answers_fd) as f:
+        with open_regular(name, MANIFEST_LIMIT, answers) as f:
             raw = json.loads(f.read().decode("utf-8"))
         if not isinstance(raw, dict):
             return "the capture manifest is not an object"
@@ -110,16 +112,16 @@ def _read_manifest(answers_fd: int, point: str) -> dict[str, _ManifestEntry] | s
         return f"the capture manifest is unreadable: {type(exc).__name__}"
 
 
-def _answer_at(answers_fd: int, point: str, name: str, where: str, max_bytes: int, manifests: dict) -> CapturedAnswer:
+def _answer_at(answers: Folder, point: str, name: str, where: str, max_bytes: int, manifests: dict) -> CapturedAnswer:
     if point not in manifests:
-        manifests[point] = _read_manifest(answers_fd, point)
+        manifests[point] = _read_manifest(answers, point)
     manifest = manifests[point]
     if isinstance(manifest, str):
         return CapturedAnswer(name, "not_run", detail=manifest, where=where)
     entry = manifest.get(name)
     if entry is None:
         return CapturedAnswer(name, "invalid", detail="missing from the capture manifest", where=where)
-    candidates = _candidates(answers_fd, point, name, entry, max_bytes)
+    candidates = _candidates(answers, point, name, entry, max_bytes)
     if entry.status != "ok":
         return CapturedAnswer(
             name, entry.status, detail=entry.detail, where=where, type_name=entry.type, candidates=candidates
@@ -128,7 +130,7 @@ def _answer_at(answers_fd: int, point: str, name: str, where: str, max_bytes: in
     if entry.file != expected_file:
         return CapturedAnswer(name, "invalid", detail="unexpected file name in the capture manifest", where=where)
     try:
-        value = load_npy(expected_file, max_bytes, answers_fd)
+        value = load_npy(expected_file, max_bytes, answers)
     except (OSError, BadAnswerFile) as exc:
         return CapturedAnswer(
             name, "invalid", detail=str(exc), where=where, type_name=entry.type, candidates=candidates
@@ -136,7 +138,7 @@ def _answer_at(answers_fd: int, point: str, name: str, where: str, max_bytes: in
     return CapturedAnswer(name, "ok", value=value, where=where, type_name=entry.type, candidates=candidates)
 
 
-def _candidates(answers_fd: int, point: str, name: str, entry: _ManifestEntry, max_bytes: int) -> dict[str, np.ndarray]:
+def _candidates(answers: Folder, point: str, name: str, entry: _ManifestEntry, max_bytes: int) -> dict[str, np.ndarray]:
     """The model weights captured beside an answer; any that is not exactly
     as the capture module writes it is left out."""
     found = {}
@@ -144,35 +146,34 @@ def _candidates(answers_fd: int, point: str, name: str, entry: _ManifestEntry, m
         if not variable.isidentifier() or file != f"{point}--{name}@{variable}.npy":
             continue
         try:
-            found[variable] = load_npy(file, max_bytes, answers_fd)
+            found[variable] = load_npy(file, max_bytes, answers)
         except (OSError, BadAnswerFile):
             continue
     return found
 
 
 @contextmanager
-def answers_folder(answers: Path | int) -> Iterator[int]:
-    """A descriptor of the answers folder: the one given, or one opened now."""
-    if isinstance(answers, int):
+def answers_folder(answers: Path | Folder) -> Iterator[Folder]:
+    """The answers folder held for reading: the one given, or the path held
+    now (:func:`~grader.execution.untrusted.held_folder`)."""
+    if isinstance(answers, Folder):
         yield answers
         return
-    fd = open_dir(answers)
-    try:
-        yield fd
-    finally:
-        os.close(fd)
+    with held_folder(answers) as folder:
+        yield folder
 
 
-def load_answers(plan: ExecutionPlan, record: ExecutionRecord, answers: Path | int) -> dict[str, CapturedAnswer]:
+def load_answers(plan: ExecutionPlan, record: ExecutionRecord, answers: Path | Folder) -> dict[str, CapturedAnswer]:
     """One answer per name: the value captured after its (last) tagged cell,
     else the value at the end of the notebook, else the most telling failure.
-    ``answers``: the folder, or better a descriptor of it opened before the
-    student's code ran (so a folder swapped for a link is not followed)."""
-    with answers_folder(answers) as fd:
-        return _load_answers(plan, record, fd)
+    ``answers``: the folder, or better the folder held (:func:`answers_folder`)
+    before the student's code ran (so a folder swapped for a link is not
+    followed, where the platform has folder descriptors)."""
+    with answers_folder(answers) as folder:
+        return _load_answers(plan, record, folder)
 
 
-def _load_answers(plan: ExecutionPlan, record: ExecutionRecord, answers_dir: int) -> dict[str, CapturedAnswer]:
+def _load_answers(plan: ExecutionPlan, record: ExecutionRecord, answers_dir: Folder) -> dict[str, CapturedAnswer]:
     manifests: dict = {}
     cell_status = {c.cell_index: c for c in record.cells}
     result: dict[str, CapturedAnswer] = {}

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Literal, Protocol, TypeVar
 
 from grader.execution import sandbox
+from grader.execution.host import detect
 from grader.execution.plan import ExecutionPlan
 from grader.execution.sandbox import Policy
 
@@ -140,16 +141,21 @@ INHERITED = frozenset(
         "TF_ENABLE_ONEDNN_OPTS",
     }
 )
+# And on Windows (no sandbox there: the student's code runs as this user) what
+# any process needs: without SYSTEMROOT, Winsock cannot load, so a kernel
+# fails at `import asyncio` (WinError 10106, python/cpython#118234).
+WINDOWS_INHERITED = frozenset({"SYSTEMROOT", "SYSTEMDRIVE", "WINDIR", "COMSPEC", "PATHEXT", "TEMP", "TMP"})
 
 
 def student_environment(workdir: Workdir) -> dict[str, str]:
     """Environment of the student's process: an allow-list of the grader's,
     quiet TensorFlow, no GUI, no IPython profile of the machine's user, and a
     home in the scratch folder."""
-    env = {k: v for k, v in os.environ.items() if k in INHERITED}
+    windows = detect().system == "win32"
+    names = INHERITED | WINDOWS_INHERITED if windows else INHERITED
+    env = {k: v for k, v in os.environ.items() if k in names}
     env.update(
         HOME=str(workdir.cwd),
-        TMPDIR="/tmp",
         TF_CPP_MIN_LOG_LEVEL="3",
         PYTHONWARNINGS="ignore",
         IPYTHONDIR=str(workdir.root / "ipython"),
@@ -157,6 +163,10 @@ def student_environment(workdir: Workdir) -> dict[str, str]:
         PYDEVD_DISABLE_FILE_VALIDATION="1",
         PYTHONDONTWRITEBYTECODE="1",
     )
+    if windows:
+        env["USERPROFILE"] = str(workdir.cwd)  # Windows' home; its own TEMP is kept
+    else:
+        env["TMPDIR"] = "/tmp"
     return env
 
 

@@ -5,6 +5,9 @@ pidfd over Unix sockets (Linux); the sandbox needs Linux's namespaces,
 cgroups and uid switching.  macOS and Windows have neither: there
 :func:`~grader.execution.factory.make_executor` gives the kernel executor and
 the sandbox steps aside, saying so in every result's ``isolation``.
+Windows' ``os`` module has no folder descriptors either (``dir_fd``, opening
+a folder): there :mod:`grader.execution.untrusted` reads the answers folder by
+path (:func:`has_dir_fd`).
 
 Detection only reads what the ``os``, ``sys`` and ``socket`` modules offer; it
 calls nothing, so it is safe at any time on any platform, and it is not
@@ -26,6 +29,7 @@ class Host:
     pidfd: bool  # os.pidfd_open (how the warm executor sees a child die)
     unix_sockets: bool  # socket.AF_UNIX (Windows' Python has none)
     linux: bool  # namespaces, cgroups, setresuid, prctl: what the sandbox is made of
+    dir_fd: bool  # folder descriptors (has_dir_fd): how files in the student's folders are read
 
     @property
     def warm(self) -> bool:
@@ -50,7 +54,15 @@ def detect() -> Host:
         pidfd=hasattr(os, "pidfd_open"),
         unix_sockets=hasattr(socket, "AF_UNIX"),
         linux=sys.platform.startswith("linux"),
+        dir_fd=has_dir_fd(),
     )
+
+
+def has_dir_fd() -> bool:
+    """Whether a folder can be opened as a descriptor (``O_DIRECTORY``) and
+    names under it opened and examined relative to it (``os.open`` and
+    ``os.stat`` with ``dir_fd``): Linux and macOS, not Windows."""
+    return hasattr(os, "O_DIRECTORY") and os.open in os.supports_dir_fd and os.stat in os.supports_dir_fd
 
 
 def warm_unavailable() -> str | None:
