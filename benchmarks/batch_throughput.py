@@ -1,17 +1,25 @@
-"""Benchmark: notebooks per second of `grader batch` with each executor.
+"""Benchmark: notebooks per second of `grader batch` with each executor,
+against the limit of this machine and through a running `grader serve`.
 
 Generates N submissions (a mix of correct notebooks and typical mistakes,
-copied from tests/files/conv2d/), then grades the same folder, in one run, with
+copied from tests/files/conv2d/), then, in one run:
 
+    limit                        the lesson's own code forked from a TensorFlow-loaded parent, no IPython,
+                                 sandbox or grading, 2 at a time (benchmarks/lesson_limit.py), before and after
     --executor kernel --jobs 1   (a fresh Jupyter kernel per notebook, serial: the nbgrader/otter way)
     --executor kernel --jobs 2
     --executor warm   --jobs 2   (forked from a parent that already imported TensorFlow)
+    service                      the same notebooks posted to a running, warm `grader serve --workers 2`
+                                 (8 connections at a time), from the first upload to the last result
 
-and prints wall time, notebooks/second and its ratio to the first line, time
-to the first result, the steady rate once results flow (from the first result
-to the last: what a class of thousands sees), and peak memory of the whole
-process tree.  Reference answers are built before
-the timings start, so every configuration grades against the same warm cache.
+and prints wall time, notebooks/second and its ratio to the first batch line,
+time to the first result, the steady rate once results flow (from the first
+result to the last: what a class of thousands sees), and peak memory of the
+whole process tree; then the targets (batch steady rate >= 95% of the limit's,
+the service's end-to-end rate >= 90% of the limit's) and the time from the end
+of one upload to a warm, idle service to its result and to its feedback page.
+Reference answers are built before the timings start, so every configuration
+grades against the same warm cache.
 
     .venv/bin/python benchmarks/batch_throughput.py --n 40
 """
@@ -27,6 +35,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -45,7 +55,9 @@ MIX = [
     "magics_and_plots",
     "error_in_unrelated_cell",
 ]
-CONFIGS = [("kernel", 1), ("kernel", 2), ("warm", 2)]
+CONFIGS = [("limit", 2), ("kernel", 1), ("kernel", 2), ("warm", 2), ("service", 2), ("limit", 2)]
+CONNECTIONS = 8  # the service row's client: uploads in flight at a time
+LATENCY_RUNS = 5
 
 
 def make_submissions(folder: Path, n: int) -> dict[str, float]:
@@ -131,6 +143,97 @@ def run_batch(subs: Path, out: Path, executor: str, jobs: int, env: dict) -> dic
     return {"wall": wall, "first": first, "last": last, "peak_mb": memory.peak / 2**20}
 
 
+def run_limit(n: int, jobs: int, env: dict) -> dict:
+    command = [sys.executable, str(Path(__file__).with_name("lesson_limit.py")), str(n), str(jobs)]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    memory = PeakMemory(proc.pid)
+    memory.start()
+    out, _ = proc.communicate()
+    memory.running = False
+    memory.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed with exit code {proc.returncode}")
+    ends = json.loads(out)["ends"]
+    return {"wall": ends[-1], "first": ends[0], "last": ends[-1], "peak_mb": memory.peak / 2**20}
+
+
+class Service:
+    """A running `grader serve` on 127.0.0.1, warm (its /healthz says ready)."""
+
+    def __init__(self, data: Path, jobs: int, env: dict):
+        command = [sys.executable, "-m", "grader", "serve", "--port", "0", "--data", str(data), "--workers", str(jobs)]
+        self.proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = self.proc.stdout.readline()
+        if "listening on" not in line:
+            raise SystemExit(f"grader serve did not start: {line}")
+        self.url = line.split("listening on ", 1)[1].split()[0]
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "healthz", timeout=5):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise SystemExit("grader serve never became ready")
+
+    def post(self, notebook: Path) -> str:
+        request = urllib.request.Request(
+            f"{self.url}assignments/conv2d/submissions?filename={notebook.name}",
+            notebook.read_bytes(),
+            {"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())["id"]
+
+    def result(self, sid: str) -> dict:
+        while True:
+            with urllib.request.urlopen(f"{self.url}submissions/{sid}?wait=30", timeout=60) as response:
+                if response.status == 200:
+                    return json.loads(response.read())
+
+    def feedback(self, sid: str) -> bytes:
+        with urllib.request.urlopen(f"{self.url}submissions/{sid}/feedback", timeout=60) as response:
+            return response.read()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(60)
+
+
+def run_service(service: Service, subs: Path) -> tuple[dict, dict[str, float]]:
+    notebooks = sorted(subs.glob("*.ipynb"))
+    memory = PeakMemory(service.proc.pid)
+    memory.start()
+    start = time.monotonic()
+
+    def graded(notebook: Path) -> tuple[str, float, float]:
+        result = service.result(service.post(notebook))
+        return notebook.stem, result["score"], time.monotonic() - start
+
+    with ThreadPoolExecutor(CONNECTIONS) as pool:
+        done = list(pool.map(graded, notebooks))
+    memory.running = False
+    memory.join()
+    ends = sorted(end for _, _, end in done)
+    figures = {"wall": ends[-1], "first": ends[0], "last": ends[-1], "peak_mb": memory.peak / 2**20}
+    return figures, {name: score for name, score, _ in done}
+
+
+def single_notebook_latency(service: Service, notebook: Path) -> list[tuple[float, float]]:
+    """(seconds to the result, seconds to the feedback page) after each upload finished, one at a time."""
+    times = []
+    for _ in range(LATENCY_RUNS):
+        time.sleep(1.5)  # idle again, as a student finds it
+        sid = service.post(notebook)
+        uploaded = time.monotonic()
+        service.result(sid)
+        result = time.monotonic() - uploaded
+        assert b"data:image/png;base64," in service.feedback(sid)
+        times.append((result, time.monotonic() - uploaded))
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=40, help="number of submissions (default 40)")
@@ -138,10 +241,19 @@ def main() -> None:
         "--config",
         action="append",
         metavar="EXECUTOR:JOBS",
-        help="run only these configurations, e.g. --config warm:2 (default: the three above)",
+        help="run only these configurations (executor: limit, kernel, warm or service), e.g. --config warm:2 "
+        "(default: the six above)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat the configurations this many times, interleaved: on a shared machine the limit and the "
+        "grader then see the same load (the targets compare with the mean of every limit row)",
     )
     args = parser.parse_args()
     configs = [(c.split(":")[0], int(c.split(":")[1])) for c in args.config] if args.config else CONFIGS
+    configs = configs * args.rounds
     with tempfile.TemporaryDirectory(prefix="grader-bench-") as tmp:
         tmp = Path(tmp)
         expected = make_submissions(tmp / "subs", args.n)
@@ -149,11 +261,22 @@ def main() -> None:
         subprocess.run(
             [sys.executable, "-m", "grader", "validate", "conv2d"], env=env, check=True, capture_output=True
         )  # build the reference cache outside the timings
-        rows = []
+        rows, latency = [], []
         for executor, jobs in configs:
             out = tmp / f"out-{executor}-{jobs}"
-            figures = run_batch(tmp / "subs", out, executor, jobs, env)
-            scores = {p.stem: json.loads(p.read_text())["score"] for p in out.glob("student_*.json")}
+            if executor == "limit":
+                rows.append((executor, jobs, run_limit(args.n, jobs, env), []))
+                continue
+            if executor == "service":
+                service = Service(tmp / f"service-{len(rows)}", jobs, env)
+                try:
+                    figures, scores = run_service(service, tmp / "subs")
+                    latency = single_notebook_latency(service, FIXTURES / "correct.ipynb")
+                finally:
+                    service.stop()
+            else:
+                figures = run_batch(tmp / "subs", out, executor, jobs, env)
+                scores = {p.stem: json.loads(p.read_text())["score"] for p in out.glob("student_*.json")}
             wrong = sorted(n for n, s in expected.items() if scores.get(n) != s)
             rows.append((executor, jobs, figures, wrong))
     cpu = os.cpu_count()
@@ -165,18 +288,58 @@ def main() -> None:
         f"{'executor':<10}{'jobs':>5}{'wall s':>9}{'nb/s':>8}{'ratio':>8}{'first result s':>16}"
         f"{'steady nb/s':>13}{'peak MB':>9}  scores"
     )
-    base = args.n / rows[0][2]["wall"]
+    batches = [r for r in rows if r[0] not in ("limit", "service")]
+    base = args.n / (batches or rows)[0][2]["wall"]
     for executor, jobs, f, wrong in rows:
         rate = args.n / f["wall"]
         first = f"{f['first']:.2f}" if f["first"] is not None else "n/a"
         timed = f["first"] is not None and f["last"] > f["first"]
         steady = f"{(args.n - 1) / (f['last'] - f['first']):.2f}" if timed else "n/a"
         check = "all as expected" if not wrong else f"WRONG: {', '.join(wrong)}"
+        check = "(the lesson's code, not graded)" if executor == "limit" else check
         print(
             f"{executor:<10}{jobs:>5}{f['wall']:>9.1f}{rate:>8.2f}{rate / base:>7.1f}x{first:>16}{steady:>13}"
             f"{f['peak_mb']:>9.0f}  {check}"
         )
-    print("nb/s and ratio: the whole command, start-up included; steady nb/s: from the first result to the last.")
+    print(
+        "nb/s and ratio: the whole command, start-up included (limit: from the first fork; service: from the first "
+        "upload to a running service); steady nb/s: from the first result to the last."
+    )
+    targets(rows, args.n, latency)
+
+
+def targets(rows: list, n: int, latency: list[tuple[float, float]]) -> None:
+    limits = [f for executor, _, f, _ in rows if executor == "limit"]
+    if not limits:
+        return
+    steady = [(n - 1) / (f["last"] - f["first"]) for f in limits]
+    whole = [n / f["wall"] for f in limits]
+    limit_steady, limit_whole = sum(steady) / len(steady), sum(whole) / len(whole)
+    print(
+        f"limit (mean of {len(limits)} runs: {', '.join(f'{s:.2f}' for s in steady)} nb/s steady): "
+        f"{limit_steady:.2f} nb/s steady, {limit_whole:.2f} nb/s from the first fork"
+    )
+    batch = [(n - 1) / (f["last"] - f["first"]) for executor, _, f, _ in rows if executor == "warm"]
+    service = [n / f["wall"] for executor, _, f, _ in rows if executor == "service"]
+    for name, rates, limit, target in [
+        ("batch warm steady", batch, limit_steady, 0.95),
+        ("service end to end", service, limit_whole, 0.90),
+    ]:
+        if rates:
+            rate = sum(rates) / len(rates)
+            verdict = "met" if rate >= target * limit else "MISSED"
+            print(
+                f"{name} {rate:.2f} nb/s (mean of {', '.join(f'{r:.2f}' for r in rates)}) = {rate / limit:.0%} of "
+                f"the limit (target {target:.0%}: {verdict})"
+            )
+    if latency:
+        results, pages = sorted(r for r, _ in latency), sorted(p for _, p in latency)
+        verdict = "met" if pages[len(pages) // 2] <= 1.0 else "MISSED"
+        print(
+            f"one notebook to a warm, idle service, from the end of the upload ({len(latency)} runs): result in "
+            f"{', '.join(f'{r:.2f}' for r in results)} s; feedback page with pictures in "
+            f"{', '.join(f'{p:.2f}' for p in pages)} s (target 1 s, median: {verdict})"
+        )
 
 
 if __name__ == "__main__":

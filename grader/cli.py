@@ -52,6 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
+    def server_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--server",
+            metavar="URL",
+            help="use a running `grader serve` at URL instead of grading here (token: $GRADER_SERVER_TOKEN); "
+            "its own executor and time limits apply",
+        )
+
     def execution_options(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--no-isolation",
@@ -130,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also save each submission's captured arrays to RESULTS_DIR/answers/<stem>.npz (for `grader report`)",
     )
+    server_option(p)
     execution_options(p)
 
     p = add(
@@ -146,7 +155,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to write the HTML feedback page (default: NOTEBOOK's folder, <stem>.feedback.html)",
     )
     p.add_argument("--no-html", action="store_true", help="do not write the HTML feedback page")
+    server_option(p)
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the result (the visible checks) as JSON")
+    execution_options(p)
+
+    p = add(
+        "serve",
+        cmd_serve,
+        "Run the grading service: an HTTP API and a page where students upload notebooks and read their feedback.",
+    )
+    p.add_argument("--host", help="address to listen on (default: GRADER_SERVE__HOST, else 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default: GRADER_SERVE__PORT, else 8000; 0: any free port)")
+    p.add_argument(
+        "--data", type=Path, metavar="DIR", help="submissions, results and the queue (default: GRADER_SERVE__DATA_DIR)"
+    )
+    p.add_argument(
+        "--workers", type=int, metavar="N", help="submissions graded at a time (default: the number of cores)"
+    )
+    p.add_argument(
+        "--assignment", "-a", action="append", metavar="NAME", help="an assignment to serve (repeatable; default: all)"
+    )
     execution_options(p)
 
     p = add(
@@ -359,6 +387,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     from grader.reports.console import print_check
 
+    if args.server:
+        return _check_on_server(args)
     assignment = _assignment_for(args.notebook, args.assignment)
     withheld = assignment.spec.for_students().withheld
     console = Console(stderr=True)
@@ -382,6 +412,56 @@ def cmd_check(args: argparse.Namespace) -> int:
             except OSError as exc:
                 print(f"\n(no HTML feedback: cannot write {html}: {exc.strerror or exc})", file=sys.stderr)
     return 0 if result.score == result.max_score else 1
+
+
+def _server_token() -> str | None:
+    from grader.settings import load_settings
+
+    token = load_settings().server_token
+    return token.get_secret_value() if token else None
+
+
+def _check_on_server(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from grader.reports.console import print_check
+    from grader.service.client import check_on_server
+
+    with Console(stderr=True).status(f"Grading your notebook on {args.server}..."):
+        result, page = check_on_server(args.server, args.notebook, args.assignment, _server_token())
+    print_check(result, Console())
+    if args.json:
+        args.json.write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    if not args.no_html:
+        html = args.html or args.notebook.with_name(args.notebook.stem + ".feedback.html")
+        try:
+            html.write_bytes(page)
+            print(f"\nFeedback with pictures: {html}")
+        except OSError as exc:
+            print(f"\n(no HTML feedback: cannot write {html}: {exc.strerror or exc})", file=sys.stderr)
+    return 0 if result.score == result.max_score else 1
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from grader.service.server import prepare
+    from grader.settings import ServeSettings, load_settings
+
+    given = {"host": args.host, "port": args.port, "data_dir": args.data, "workers": args.workers}
+    if args.assignment:
+        given["assignments"] = tuple(args.assignment)
+    settings = ServeSettings.model_validate(
+        {**dict(load_settings().serve), **{k: v for k, v in given.items() if v is not None}}
+    )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with _executor(args, settings.data_dir.resolve()) as executor:
+        service = prepare(settings, executor, cell_timeout=args.cell_timeout, notebook_timeout=args.notebook_timeout)
+        print(
+            f"grader serve: listening on {service.url} (assignments: {', '.join(service.served)}; "
+            f"{settings.workers} workers; data in {settings.data_dir}); students upload at {service.url}",
+            flush=True,
+        )
+        service.run()
+    return 0
 
 
 def _write_feedback_page(result: Result, assignment: Assignment, answers_file: Path, html: Path) -> None:
@@ -416,23 +496,36 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
     assignment = load_assignment(args.assignment)
     total = len(find_submissions(args.submissions))
-    with (
-        batch_progress(Console(stderr=True), total) as on_result,
-        _executor(args, args.submissions.resolve(), args.out.resolve()) as executor,
-    ):
-        summary = grade_batch(
-            args.submissions,
-            assignment,
-            args.out,
-            executor=executor,
-            jobs=args.jobs,
-            force=args.force,
-            keep_answers=args.keep_answers,
-            cell_timeout=args.cell_timeout,
-            notebook_timeout=args.notebook_timeout,
-            scheduler=args.scheduler,
-            on_result=on_result,
-        )
+    with batch_progress(Console(stderr=True), total) as on_result:
+        if args.server:
+            from grader.service.client import batch_on_server
+
+            summary = batch_on_server(
+                args.server,
+                args.submissions,
+                assignment,
+                args.out,
+                jobs=args.jobs,
+                force=args.force,
+                keep_answers=args.keep_answers,
+                token=_server_token(),
+                on_result=on_result,
+            )
+        else:
+            with _executor(args, args.submissions.resolve(), args.out.resolve()) as executor:
+                summary = grade_batch(
+                    args.submissions,
+                    assignment,
+                    args.out,
+                    executor=executor,
+                    jobs=args.jobs,
+                    force=args.force,
+                    keep_answers=args.keep_answers,
+                    cell_timeout=args.cell_timeout,
+                    notebook_timeout=args.notebook_timeout,
+                    scheduler=args.scheduler,
+                    on_result=on_result,
+                )
     console = Console()
     if not console.is_terminal:
         console = Console(width=140)  # logs and pipes: no terminal width to fit

@@ -65,3 +65,9 @@ class CourseEnvironmentError(GraderError):
     use: grading here would take points from students who use them."""
 
     exit_code = 6
+
+
+class ServiceError(GraderError):
+    """``grader serve`` cannot start as configured (anonymous submissions on
+    an address other than loopback, the ``[serve]`` extra missing), or a
+    client (``--server``) cannot use the service it names."""

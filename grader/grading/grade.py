@@ -49,13 +49,15 @@ def grade(
     notebook_timeout: float | None = None,
     keep_answers: Path | None = None,
     keep_budget: KeptAnswersBudget | None = None,
+    keep_compressed: bool = True,
 ) -> Result:
     """Grade one notebook file against an assignment (a name, a folder, or a
     loaded :class:`Assignment`).  ``references_key``: the
     :func:`~grader.grading.references.reference_key` the ``references`` were loaded
     under (a batch computes it once; it is recorded in the result).
     ``keep_answers``: where to save the captured arrays as ``.npz`` (for
-    reports), within ``keep_budget`` (a batch's, shared by its submissions)."""
+    reports), within ``keep_budget`` (a batch's, shared by its submissions),
+    compressed unless ``keep_compressed`` is false."""
     start = time.monotonic()
     if not isinstance(assignment, Assignment):
         assignment = load_assignment(assignment)
@@ -82,7 +84,11 @@ def grade(
         with answers_folder(workdir.answers) as answers_fd:  # opened before the student's code runs
             record = executor.run(plan, workdir)
             answers = load_answers(plan, record, answers_fd)
-    notices = save_answers(Path(keep_answers), answers, keep_budget) if keep_answers is not None else []
+    notices = (
+        save_answers(Path(keep_answers), answers, keep_budget, compress=keep_compressed)
+        if keep_answers is not None
+        else []
+    )
     executed = time.monotonic()
     tests = run_checks(assignment.spec, answers, references, answer_notes(plan, record), assignment.folder)
     checked = time.monotonic()
