@@ -300,3 +300,44 @@ def test_a_value_a_later_cell_changed_says_when_to_check_it(spec_with_hidden):
         "random_kernel is model.get_weights()[0] as your notebook holds it now, while grading takes it right after "
         "the cell tagged answer:random_output"
     )
+
+
+def test_a_kit_zip_or_url_is_unpacked_once_and_a_hostile_one_refused(course, tmp_path, monkeypatch):
+    """`grader.use(zip)` and `grader.use(URL)` (from a loopback server) read the
+    kit release zipped; a zip with an entry outside it, or a link, is refused."""
+    import threading
+    import zipfile
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from grader.errors import GraderError
+    from grader.kit import live
+
+    _, kit = course
+    monkeypatch.setenv("GRADER_CACHE_DIR", str(tmp_path / "cache"))
+    assert live.use(Path(str(kit) + ".zip")).spec.withheld.points == 3.0
+    unpacked = list((tmp_path / "cache" / "kits").iterdir())
+    live.use(Path(str(kit) + ".zip"))
+    assert list((tmp_path / "cache" / "kits").iterdir()) == unpacked  # once
+    for name, entry in (("slip", "../evil.txt"), ("link", "kit/link")):
+        bad = tmp_path / f"{name}.zip"
+        with zipfile.ZipFile(bad, "w") as zf:
+            info = zipfile.ZipInfo(entry)
+            if name == "link":
+                info.create_system, info.external_attr = 3, 0o120777 << 16
+            zf.writestr(info, "/etc/passwd")
+        with pytest.raises(GraderError, match="outside the kit" if name == "slip" else "is a link"):
+            live.use(bad)
+    assert not (tmp_path / "cache" / "evil.txt").exists()
+    for key in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(key, raising=False)
+    handler = partial(SimpleHTTPRequestHandler, directory=str(kit.parent))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/{kit.name}.zip"
+        assert live.use(url).name == "conv2d"
+        assert len(list((tmp_path / "cache" / "kits").glob("*.zip"))) == 1
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -118,12 +118,7 @@ def grade_batch(
     names = result_names([s.name for s in submissions])
     executor = executor or make_executor()  # the sandboxed default: submissions are untrusted
     key = reference_key(assignment)
-    todo = [
-        s
-        for s in submissions
-        if force
-        or not is_up_to_date(s, result_path(out, s, names), key, answers_path(out, s, names) if keep_answers else None)
-    ]
+    todo = pending(submissions, out, names, key, force=force, keep_answers=keep_answers)
     options = dict(cell_timeout=cell_timeout, notebook_timeout=notebook_timeout)
     budget = KeptAnswersBudget()
     if scheduler:
@@ -154,16 +149,47 @@ def grade_batch(
         finished = iter(())  # everything is up to date
     with single_threaded_blas():
         for submission, result in finished:
-            if names[submission.name] != natural_result_name(submission.name):
-                result.notices.append(
-                    f"the result is {names[submission.name]}, as {natural_result_name(submission.name)} "
-                    "is reserved or taken by another submission's result"
-                )
-            write_atomic(result_path(out, submission, names), result.model_dump_json(indent=2))
-            if on_result:
-                on_result(submission, result)
+            store_result(out, submission, names, result, on_result)
+    return batch_summary(submissions, assignment, out, len(todo), start)
+
+
+def pending(
+    submissions: list[Path], out: Path, names: dict[str, str], key: str, *, force: bool, keep_answers: bool
+) -> list[Path]:
+    """The submissions to grade: all with ``force``, else those without an up-to-date result."""
+    return [
+        s
+        for s in submissions
+        if force
+        or not is_up_to_date(s, result_path(out, s, names), key, answers_path(out, s, names) if keep_answers else None)
+    ]
+
+
+def store_result(
+    out: Path,
+    submission: Path,
+    names: dict[str, str],
+    result: Result,
+    on_result: Callable[[Path, Result], None] | None = None,
+) -> None:
+    """Write one submission's result where the results folder keeps it (saying so when its
+    natural name was taken), then tell ``on_result``."""
+    if names[submission.name] != natural_result_name(submission.name):
+        result.notices.append(
+            f"the result is {names[submission.name]}, as {natural_result_name(submission.name)} "
+            "is reserved or taken by another submission's result"
+        )
+    write_atomic(result_path(out, submission, names), result.model_dump_json(indent=2))
+    if on_result:
+        on_result(submission, result)
+
+
+def batch_summary(
+    submissions: list[Path], assignment: Assignment, out: Path, graded_now: int, start: float
+) -> BatchSummary:
+    """The summary rebuilt from the results folder, with what this run did."""
     summary = rebuild_summary(submissions, assignment, out)
-    summary.graded_now, summary.skipped = len(todo), len(submissions) - len(todo)
+    summary.graded_now, summary.skipped = graded_now, len(submissions) - graded_now
     summary.seconds = time.monotonic() - start
     return summary
 

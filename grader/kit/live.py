@@ -15,7 +15,9 @@ does change what this shows).
 
 from __future__ import annotations
 
+import hashlib
 import html
+import os
 import shutil
 import sys
 import tempfile
@@ -287,38 +289,36 @@ def _root(where: str | Path | None) -> Path:
 
 
 def _download(url: str) -> Path:
-    import hashlib
-
     target = cache_root() / "kits" / (hashlib.sha256(url.encode()).hexdigest()[:24] + ".zip")
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, name = tempfile.mkstemp(dir=target.parent, suffix=".part")
+    partial = Path(name)
     try:
-        with (
-            urllib.request.urlopen(url, timeout=60) as response,
-            tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as out,
-        ):
+        with os.fdopen(descriptor, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
             copied = 0
             while chunk := response.read(1 << 20):
                 copied += len(chunk)
                 if copied > MAX_KIT_BYTES:
                     raise GraderError(f"{url}: larger than {MAX_KIT_BYTES >> 20} MB; not a kit")
                 out.write(chunk)
-        Path(out.name).replace(target)
+        partial.replace(target)
     except OSError as exc:
         raise GraderError(f"cannot download the kit from {url}: {getattr(exc, 'reason', exc)}") from None
+    finally:
+        partial.unlink(missing_ok=True)  # gone already once renamed into place
     return target
 
 
 def _unpacked(zip_path: Path) -> Path:
     """The kit zip extracted (once) beside the cache; entries that would land
     outside it, links and oversized archives are refused."""
-    import hashlib
-
     digest = hashlib.sha256(zip_path.read_bytes()).hexdigest()[:24]
     dest = cache_root() / "kits" / digest
     if not dest.is_dir():
-        staging = Path(tempfile.mkdtemp(prefix=".kit-", dir=dest.parent if dest.parent.is_dir() else None))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".kit-", dir=dest.parent))  # beside dest: renamed into place
         try:
             with zipfile.ZipFile(zip_path) as zf:
                 members = zf.infolist()
@@ -337,6 +337,9 @@ def _unpacked(zip_path: Path) -> Path:
         except GraderError:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        staging.replace(dest) if not dest.exists() else shutil.rmtree(staging, ignore_errors=True)
+        if dest.exists():  # another process unpacked it meanwhile
+            shutil.rmtree(staging, ignore_errors=True)
+        else:
+            staging.replace(dest)
     tops = [p for p in dest.iterdir() if p.is_dir()]
     return tops[0] if len(tops) == 1 and not (dest / "assignments").is_dir() else dest

@@ -26,13 +26,13 @@ from grader.execution.plan import read_submission
 from grader.grading.batch import (
     BatchSummary,
     answers_path,
+    batch_summary,
     find_submissions,
-    is_up_to_date,
+    pending,
     prepare_out,
-    rebuild_summary,
-    result_path,
+    store_result,
 )
-from grader.grading.results_dir import natural_result_name, result_names, write_atomic
+from grader.grading.results_dir import result_names, write_atomic
 from grader.model.assignment import Assignment
 from grader.model.result import Result
 
@@ -151,12 +151,7 @@ def batch_on_server(
     submissions = find_submissions(folder)
     prepare_out(out)
     names = result_names([s.name for s in submissions])
-    todo = [
-        s
-        for s in submissions
-        if force
-        or not is_up_to_date(s, result_path(out, s, names), key, answers_path(out, s, names) if keep_answers else None)
-    ]
+    todo = pending(submissions, out, names, key, force=force, keep_answers=keep_answers)
 
     def graded(submission: Path) -> tuple[Path, Result, bytes | None]:
         sid = client.submit(assignment.name, submission)
@@ -168,21 +163,11 @@ def batch_on_server(
         for future in as_completed([pool.submit(graded, s) for s in todo]):
             submission, result, answers = future.result()
             result.submission.file = submission.name  # the service stores it under a plain name; results match by it
-            if names[submission.name] != natural_result_name(submission.name):
-                result.notices.append(
-                    f"the result is {names[submission.name]}, as {natural_result_name(submission.name)} "
-                    "is reserved or taken by another submission's result"
-                )
             if answers is not None:
                 answers_path(out, submission, names).parent.mkdir(parents=True, exist_ok=True)
                 write_atomic(answers_path(out, submission, names), answers)
-            write_atomic(result_path(out, submission, names), result.model_dump_json(indent=2))
-            if on_result:
-                on_result(submission, result)
-    summary = rebuild_summary(submissions, assignment, out)
-    summary.graded_now, summary.skipped = len(todo), len(submissions) - len(todo)
-    summary.seconds = time.monotonic() - start
-    return summary
+            store_result(out, submission, names, result, on_result)
+    return batch_summary(submissions, assignment, out, len(todo), start)
 
 
 def _detail(body: bytes) -> str:
