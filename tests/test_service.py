@@ -16,6 +16,7 @@ from serving import get, multipart, post_notebook, request, start_server
 
 from grader.errors import GraderError, ServiceError
 from grader.service.access import Role, check_binding, is_loopback, role
+from grader.service.client import ServiceClient
 from grader.service.store import safe_file_name
 from grader.settings import ServeSettings, load_settings
 
@@ -156,8 +157,11 @@ def test_the_status_wait_returns_when_asked_to(server):
 # --- refusals -----------------------------------------------------------------------------
 
 
-def test_too_large_is_413_declared_or_not(server):
-    big = b'{"cells": [], "x": "' + b"x" * 600_000 + b'"}'
+@pytest.mark.parametrize("size", [600_000, 4_000_000])
+def test_too_large_is_413_declared_or_not(server, size):
+    # Bodies larger than the socket buffers too: the client is still sending
+    # when the service has its answer, and must still hear the 413.
+    big = b'{"cells": [], "x": "' + b"x" * size + b'"}'
     status, _, body = request(
         server, "POST", "assignments/conv2d/submissions", big, {"Content-Type": "application/json", **auth(STUDENT)}
     )
@@ -173,8 +177,14 @@ def test_too_large_is_413_declared_or_not(server):
         headers={"Content-Type": "application/json", **auth(STUDENT)},
         encode_chunked=True,
     )
-    assert connection.getresponse().status == 413
+    answer = connection.getresponse()
+    assert answer.status == 413 and "0.5 MB" in json.loads(answer.read())["detail"]
     connection.close()
+    # and through the grader's own client, which says so in a sentence
+    notebook = server.data.parent / f"big-{size}.ipynb"
+    notebook.write_bytes(big)
+    with pytest.raises(ServiceError, match="413 larger than the 0.5 MB"):
+        ServiceClient(server.url, STUDENT).submit("conv2d", notebook)
 
 
 def test_unknown_assignment_wrong_type_and_empty_body(server):

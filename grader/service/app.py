@@ -66,6 +66,9 @@ class Waiters:
             event.set()
 
 
+DRAIN_BYTES = 16 * 2**20  # read past the limit before a 413, so that the client hears it
+
+
 def create_app(
     settings: ServeSettings,
     store: Store,
@@ -185,15 +188,26 @@ def create_app(
 
     async def _read_capped(request: Request, limit: int) -> bytes:
         declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise refuse("too_large", 413, f"larger than the {settings.max_upload_mb:g} MB a submission may be")
+        declared_size = int(declared) if declared and declared.isdigit() else None
+        if declared_size is not None and declared_size > limit + DRAIN_BYTES:
+            raise _too_large()
         chunks, total = [], 0
         async for chunk in request.stream():
             total += len(chunk)
-            if total > limit:
-                raise refuse("too_large", 413, f"larger than the {settings.max_upload_mb:g} MB a submission may be")
+            if total > limit or (declared_size or 0) > limit:
+                # Read on a little before answering: a client still sending when
+                # the connection closes sees a broken pipe, not the 413
+                # (Python's http.client and requests do).
+                if total > limit + DRAIN_BYTES:
+                    raise _too_large()
+                continue
             chunks.append(chunk)
+        if total > limit or (declared_size or 0) > limit:
+            raise _too_large()
         return b"".join(chunks)
+
+    def _too_large() -> HTTPException:
+        return refuse("too_large", 413, f"larger than the {settings.max_upload_mb:g} MB a submission may be")
 
     # --- reading back ---------------------------------------------------------------------------
 
