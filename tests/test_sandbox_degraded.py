@@ -47,7 +47,7 @@ def docker_root(monkeypatch):
 
 def test_readable_as_answers_for_the_students_uid(shared):
     paths = [shared / "public.txt", shared / "secret.txt", shared / "private", shared / "private" / "references.npy"]
-    assert sandbox.readable_as(sandbox.student_uid(0), [str(p) for p in paths]) == [True, False, False, False]
+    assert sandbox.readable_as(sandbox.STUDENT_UID_BASE, [str(p) for p in paths]) == [True, False, False, False]
 
 
 def test_a_python_the_uid_cannot_start_is_refused_naming_it(docker_root, monkeypatch, shared):

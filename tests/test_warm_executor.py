@@ -2,6 +2,7 @@
 kernel executor: same scores, same per-check statuses, same timeout, crash and
 clean-up semantics, on the real assignment and the fixture notebooks."""
 
+import itertools
 import os
 import signal
 import subprocess
@@ -285,3 +286,31 @@ def test_same_grades_as_the_kernel_executor(graded, grade_warm, name):
     assert (warm.status, warm.score) == (kernel.status, kernel.score), (warm.output, kernel.output)
     assert [(t.name, t.status) for t in warm.tests] == [(t.name, t.status) for t in kernel.tests]
     assert [(c.cell, c.status, c.ename) for c in warm.cells] == [(c.cell, c.status, c.ename) for c in kernel.cells]
+
+
+def test_lanes_bound_what_executes_and_waiting_is_not_the_students_time(assignment, references, tmp_path):
+    """A batch grades a few more submissions than it executes (the next child
+    is forked, the last one checked, meanwhile): still only ``jobs`` notebooks
+    run at a time, and a notebook's time limit starts when it may run."""
+    if probe().level != FULL:
+        pytest.skip("full isolation is not available here (see `grader doctor`)")
+    source = "import time\nt0 = time.time()\ntime.sleep(4)\nraise RuntimeError(f'{t0} {time.time()}')\n"
+    notebook = notebook_with_extra_cell(tmp_path, source)
+    with make_executor("warm") as executor:
+        lanes = executor.lanes(1)
+        assert lanes > 1
+        with ThreadPoolExecutor(max_workers=lanes) as pool:
+            results = list(
+                pool.map(
+                    lambda _: grade(notebook, assignment, executor=executor, references=references, notebook_timeout=8),
+                    range(lanes),
+                )
+            )
+    spans = []
+    for result in results:
+        assert result.score == 10 and not any("ran out of time" in e for e in result.errors)
+        [cell] = result.cells
+        assert (cell.cell, cell.status, cell.ename) == (7, "error", "RuntimeError")
+        spans.append(tuple(float(t) for t in cell.evalue.split()))
+    spans.sort()
+    assert all(end <= next_start for (_, end), (next_start, _) in itertools.pairwise(spans))  # one at a time

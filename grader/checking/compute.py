@@ -107,7 +107,12 @@ def conv2d(
     _within_budget("this convolution", (n, h, w, kernel.shape[3]), (n, h, w, kernel.shape[3]), (n, h, w, c))
     out = np.zeros((n, h, w, kernel.shape[3]))
     for i, j in np.ndindex(*kernel.shape[:2]):
-        out += windows[..., i, j] @ kernel[i, j]
+        if (
+            c == 1
+        ):  # one input channel: the product is a broadcast (the same numbers; a matmul of strided views copies them)
+            out += windows[..., 0, i, j, None] * kernel[i, j, 0]
+        else:
+            out += windows[..., i, j] @ kernel[i, j]
     return out + bias
 
 

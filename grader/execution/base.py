@@ -101,6 +101,10 @@ class Executor(Protocol):
 
     def run(self, plan: ExecutionPlan, workdir: Workdir) -> ExecutionRecord: ...
 
+    def lanes(self, jobs: int) -> int:
+        """Let at most ``jobs`` notebooks execute at a time; returns how many
+        submissions a caller should grade at once to keep that many busy."""
+
     def close(self) -> None:
         """Stop whatever the executor keeps between notebooks."""
 

@@ -6,7 +6,6 @@ rules are :func:`grader.execution.base.run_units`'s.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import sys
@@ -34,7 +33,8 @@ from grader.execution.base import (
 from grader.execution.capture import call_source, loader_source
 from grader.execution.host import detect
 from grader.execution.plan import ExecutionPlan
-from grader.execution.sandbox import Policy, student_uid
+from grader.execution.sandbox import Policy
+from grader.execution.uids import lease_uid
 from grader.execution.untrusted import WRITE_FLAGS
 
 if TYPE_CHECKING:
@@ -70,7 +70,6 @@ class KernelExecutor:
         self.startup_timeout = startup_timeout
         self.probe_timeout = probe_timeout
         self.max_output_bytes = max_output_bytes
-        self._slots = itertools.count()
 
     def start(self) -> None:
         pass  # each kernel starts with its notebook
@@ -84,7 +83,14 @@ class KernelExecutor:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def lanes(self, jobs: int) -> int:
+        return jobs  # a kernel's start-up is most of its cost, and it needs the cores: nothing to overlap
+
     def run(self, plan: ExecutionPlan, workdir: Workdir) -> ExecutionRecord:
+        with lease_uid() as uid:  # held until every process of the submission is gone
+            return self._run(plan, workdir, uid.uid)
+
+    def _run(self, plan: ExecutionPlan, workdir: Workdir, uid: int) -> ExecutionRecord:
         import nbformat
         from nbclient.exceptions import DeadKernelError
 
@@ -92,7 +98,6 @@ class KernelExecutor:
         nb = nbformat.v4.new_notebook(cells=cells)
         record = ExecutionRecord(executor=self.name, isolation=isolation_label(self.policy))
         replies: list[dict[str, Any]] = []
-        uid = student_uid(next(self._slots))
         client = _capped_client_class()(
             nb,
             max_output_bytes=self.max_output_bytes,

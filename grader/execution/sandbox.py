@@ -58,6 +58,7 @@ from pathlib import Path
 
 from grader.errors import ExecutorError
 from grader.execution.host import detect
+from grader.execution.uids import STUDENT_UID_BASE
 from grader.execution.untrusted import chown_tree, open_dir, read_capped, write_replacing
 
 CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x02000000, 0x04000000, 0x08000000
@@ -76,7 +77,6 @@ PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
 CGROUP_V1 = Path("/sys/fs/cgroup")
 CGROUP_PARENT = "grader"
 RECORD_FILE = "sandbox.json"
-STUDENT_UID_BASE = 61000  # uids 61000..64999 are used for students, one per concurrent submission
 FULL, PARTIAL, NONE = "full", "partial", "none"
 # The folder holding the grader package this process imported: the
 # sandbox's launcher imports that same copy, wherever it lives.
@@ -323,11 +323,11 @@ def preflight(policy: Policy) -> tuple[str, ...]:
     if policy.hide not in _exposed:
         needed = runtime_files()
         hidden = [p for p in policy.hide if os.path.lexists(p)]
-        answers = readable_as(student_uid(0), needed + hidden)
+        answers = readable_as(STUDENT_UID_BASE, needed + hidden)
         unreadable = [p for p, ok in zip(needed, answers, strict=False) if not ok]
         if unreadable:
             raise ExecutorError(
-                f"the students' uid ({student_uid(0)}) cannot read {', '.join(unreadable)}, so it cannot start "
+                f"the students' uid ({STUDENT_UID_BASE}) cannot read {', '.join(unreadable)}, so it cannot start "
                 "this Python; without a mount namespace (this machine does not allow one: no CAP_SYS_ADMIN, as in "
                 "a default Docker container) it cannot be bound back in. Grade with a Python that others may read "
                 "and run, e.g. a venv made with /usr/bin/python3.11 outside a private home"
@@ -341,10 +341,6 @@ def describe(policy: Policy) -> str:
     caps = probe()
     exposed = _exposed.get(policy.hide, ()) if policy.isolate and caps.uid_only else ()
     return caps.describe(policy.isolate, exposed)
-
-
-def student_uid(slot: int) -> int:
-    return STUDENT_UID_BASE + slot % 4000
 
 
 def enter(policy: Policy, workdir_root: Path, uid: int) -> str:
@@ -701,7 +697,8 @@ def _drop_privileges(uid: int, limits: ResourceLimits) -> None:
     import resource
 
     # RLIMIT_NPROC counts the user's processes machine-wide; each concurrent
-    # submission has its own uid, so this bounds a fork bomb even without cgroups
+    # submission has its own uid (leased machine-wide: grader.execution.uids),
+    # so this bounds a fork bomb even without cgroups
     _lower_limit(resource.RLIMIT_NPROC, limits.max_processes * 2)
     os.setgroups([])
     os.setresgid(uid, uid, uid)

@@ -45,7 +45,7 @@ there is no ipykernel object (``get_ipython().kernel``, comms, widgets).
 
 from __future__ import annotations
 
-import itertools
+import contextlib
 import json
 import os
 import shutil
@@ -78,7 +78,8 @@ from grader.execution.base import (
     student_environment,
 )
 from grader.execution.plan import ExecutionPlan
-from grader.execution.sandbox import Policy, clear_keyrings, student_uid
+from grader.execution.sandbox import Policy, clear_keyrings
+from grader.execution.uids import lease_uid
 from grader.execution.untrusted import tail
 from grader.execution.zygote import PACKAGE_PARENT, _Channel, _Closed, _readable, _Refused
 
@@ -111,7 +112,7 @@ class WarmExecutor:
         self.interrupt_grace = interrupt_grace  # seconds an interrupted cell has to answer
         self._zygote: _Zygote | None = None
         self._lock = threading.Lock()  # guards starting and replacing the zygote
-        self._slots = itertools.count()  # a student uid per submission (distinct while running together)
+        self._executing: threading.BoundedSemaphore | None = None  # see lanes()
 
     def __enter__(self) -> WarmExecutor:
         return self
@@ -131,6 +132,16 @@ class WarmExecutor:
         zygote = self._zygote
         return zygote.process.pid if zygote else None
 
+    def lanes(self, jobs: int) -> int:
+        """At most ``jobs`` children execute cells at a time, and the caller
+        grades a few more submissions at once: while ``jobs`` children run,
+        the others fork and set up the next child, or sweep the last one and
+        check its answers, so no core waits for the grader between notebooks.
+        The time limits count from the moment a child may execute."""
+        jobs = max(1, jobs)
+        self._executing = threading.BoundedSemaphore(jobs)
+        return jobs + max(1, jobs // 2)
+
     def run(self, plan: ExecutionPlan, workdir: Workdir) -> ExecutionRecord:
         try:
             return self._run_once(plan, workdir)
@@ -144,17 +155,28 @@ class WarmExecutor:
 
     def _run_once(self, plan: ExecutionPlan, workdir: Workdir) -> ExecutionRecord:
         zygote = self._current_zygote()
-        start = time.monotonic()
+        with lease_uid() as uid:  # held until every process of the submission is gone
+            record = self._run_child(zygote, plan, workdir, uid.uid)
+            finish_record(record, plan, workdir, self.policy)
+        return record
+
+    def _run_child(self, zygote: _Zygote, plan: ExecutionPlan, workdir: Workdir, uid: int) -> ExecutionRecord:
         log_path = workdir.root / LOG_NAME
         try:
             child = _Child.fork(zygote, workdir.root if self.policy is not None and self.policy.isolate else None)
         except _ZygoteLost:
             self._forget(zygote)
             raise
-        sandboxed = self._sandbox()
+        sandboxed = None if self.policy is None else {"policy": self.policy.to_json(), "uid": uid}
         try:
             child.set_up(workdir, log_path, sandboxed, self.start_timeout)
-            record = self._drive(child, plan, workdir, start)
+            with self._executing or contextlib.nullcontext():
+                start = time.monotonic()
+                try:
+                    record = self._drive(child, plan, workdir, start)
+                finally:
+                    child.kill()
+                record.seconds = time.monotonic() - start
         finally:
             child.kill()
             try:
@@ -162,15 +184,8 @@ class WarmExecutor:
             except _ZygoteLost:
                 self._forget(zygote)  # the record stands; the next run starts a new zygote
             if sandboxed and self.policy is not None and self.policy.isolate:
-                clear_keyrings(sandboxed["uid"])
-        record.seconds = time.monotonic() - start
-        finish_record(record, plan, workdir, self.policy)
+                clear_keyrings(uid)
         return record
-
-    def _sandbox(self) -> dict[str, Any] | None:
-        if self.policy is None:
-            return None
-        return {"policy": self.policy.to_json(), "uid": student_uid(next(self._slots))}
 
     def _drive(self, child: _Child, plan: ExecutionPlan, workdir: Workdir, start: float) -> ExecutionRecord:
         """Run the units one by one with the kernel executor's timeout rules."""
@@ -340,6 +355,7 @@ class _Child:
     def __init__(self, pid: int, channel: _Channel) -> None:
         self.pid = pid
         self.channel = channel
+        self.killed = False
         try:
             self.pidfd: int | None = os.pidfd_open(pid)
         except (AttributeError, OSError):
@@ -410,7 +426,11 @@ class _Child:
             return False
 
     def kill(self) -> None:
-        """Kill the child's whole process group and let go of it."""
+        """Kill the child's whole process group and let go of it (once: the
+        zygote may reap it and its pid be another's afterwards)."""
+        if self.killed:
+            return
+        self.killed = True
         try:
             os.killpg(self.pid, signal.SIGKILL)
         except OSError:

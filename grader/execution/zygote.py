@@ -224,10 +224,14 @@ def _serve(control: socket.socket) -> None:
     running: set[int] = set()  # children whose submission is not finished
     try:
         while True:
+            if _dying and not _readable([control.fileno()], REAP_INTERVAL):
+                _reap_dying()
+                continue
             data, fds, _, _ = socket.recv_fds(control, 1 << 16, 4)
             if not data:
                 break
             control.send(json.dumps(_handle_request(json.loads(data), fds, control, running)).encode())
+            _reap_dying()
     except (OSError, SystemExit):
         pass
     finally:
@@ -238,6 +242,10 @@ def _serve(control: socket.socket) -> None:
 # their submission: once reaped, their sandbox is released here (no
 # supervising process of theirs is left to do it).
 _released_by_us: dict[int, str] = {}
+# Of those, the ones killed and not reaped yet: a process the size of the
+# warm parent takes milliseconds to die, which the sweep does not wait for.
+_dying: set[int] = set()
+REAP_INTERVAL = 0.05  # seconds between looks at the dying while no request comes
 
 
 def _handle_request(
@@ -288,8 +296,19 @@ def _sweep(session: int | None, running: set[int], timeout: float = 10.0) -> int
     session (the child made itself a session leader), and every child of the
     zygote that belongs to no running submission (processes that left the
     session and were re-parented here, the zygote being a subreaper).
-    Repeated until none is left, as killing a parent orphans its children.
+    Repeated until none is left, as killing a parent orphans its children
+    (except for a child born in its own PID namespace: see below).
     Returns how many processes were killed."""
+    if session in _released_by_us:
+        # PID 1 of its own PID namespace: when it dies the kernel kills every
+        # process it started (none can leave the namespace), so there is
+        # nothing to look for.  It is reaped, and its sandbox released, later.
+        try:
+            os.kill(session, signal.SIGKILL)
+        except OSError:
+            pass
+        _dying.add(session)
+        return 1
     me = os.getpid()
     killed = 0
     deadline = time.monotonic() + timeout
@@ -314,16 +333,24 @@ def _sweep(session: int | None, running: set[int], timeout: float = 10.0) -> int
     return killed
 
 
-def _reap(pid: int) -> None:
-    """Collect a dead child (if it is dead), and release its sandbox."""
+def _reap_dying() -> None:
+    for pid in list(_dying):
+        _reap(pid)
+
+
+def _reap(pid: int) -> bool:
+    """Collect a dead child (if it is dead), and release its sandbox; whether it was dead."""
     try:
         reaped, status = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         reaped, status = pid, 0
+    if reaped:
+        _dying.discard(pid)
     if reaped and pid in _released_by_us:
         from grader.execution.sandbox import release
 
         release(Path(_released_by_us.pop(pid)), status)
+    return bool(reaped)
 
 
 def _processes() -> list[tuple[int, int, int]]:

@@ -203,7 +203,7 @@ def _grade_locally(
     options: dict[str, Any],
     kept_at: Callable[[Path], Path | None],
 ) -> Iterator[tuple[Path, Result]]:
-    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="grade") as pool:
+    with ThreadPoolExecutor(max_workers=executor.lanes(jobs), thread_name_prefix="grade") as pool:
         futures = {
             pool.submit(grade_safely, s, assignment, executor, references, keep_answers=kept_at(s), **options): s
             for s in todo

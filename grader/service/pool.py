@@ -144,7 +144,7 @@ class GradingPool:
             self.failed = f"{type(exc).__name__}: {exc}"
             self.on_failure()
             return
-        for i in range(self.workers):
+        for i in range(self.executor.lanes(self.workers)):  # a few more threads than notebooks executing at once
             thread = threading.Thread(target=self._work, name=f"grader-worker-{i}", daemon=True)
             thread.start()
             self._threads.append(thread)
