@@ -36,7 +36,7 @@ def test_a_killed_service_resumes_its_queue_without_loss_or_regrading(tmp_path, 
     deadline = time.monotonic() + 120
     while get(first, "healthz")[1]["done"] < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
-    first.kill()  # kill -9, with one submission most likely being graded
+    first.kill()  # kill -9, with one or two submissions most likely being graded
     done_before = {p.stem: p.read_bytes() for p in (data / "results").glob("*.json")}
     assert 2 <= len(done_before) < len(names)
     deadline = time.monotonic() + 30
@@ -57,4 +57,5 @@ def test_a_killed_service_resumes_its_queue_without_loss_or_regrading(tmp_path, 
     assert {state for _, state, _ in rows} == {"done"}
     attempts = {sid: n for sid, _, n in rows}
     assert all(attempts[sid] == 1 for sid in done_before)
-    assert all(n in (1, 2) for n in attempts.values()) and sum(n == 2 for n in attempts.values()) <= 1
+    # graded again: only what the service had in hand (one executing, one forking its child meanwhile)
+    assert all(n in (1, 2) for n in attempts.values()) and sum(n == 2 for n in attempts.values()) <= 2
