@@ -107,9 +107,9 @@ def conv2d(
     _within_budget("this convolution", (n, h, w, kernel.shape[3]), (n, h, w, kernel.shape[3]), (n, h, w, c))
     out = np.zeros((n, h, w, kernel.shape[3]))
     for i, j in np.ndindex(*kernel.shape[:2]):
-        if (
-            c == 1
-        ):  # one input channel: the product is a broadcast (the same numbers; a matmul of strided views copies them)
+        # One input channel: a broadcast product gives the same numbers as the
+        # matmul, which would copy the strided views first.
+        if c == 1:
             out += windows[..., 0, i, j, None] * kernel[i, j, 0]
         else:
             out += windows[..., i, j] @ kernel[i, j]

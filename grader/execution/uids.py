@@ -16,7 +16,6 @@ import itertools
 import os
 import random
 import stat
-import threading
 from functools import cache
 from pathlib import Path
 
@@ -48,8 +47,7 @@ class UidLease:
         self.release()
 
 
-_next = itertools.count(random.randrange(STUDENT_UIDS))  # processes start apart, then take turns
-_lock = threading.Lock()
+_next = itertools.count(random.randrange(STUDENT_UIDS))  # processes start apart, then take turns (next() is atomic)
 
 
 def lease_uid() -> UidLease:
@@ -61,8 +59,7 @@ def lease_uid() -> UidLease:
     import fcntl  # POSIX only
 
     folder = _lease_folder()
-    with _lock:
-        start = next(_next)
+    start = next(_next)
     for i in range(STUDENT_UIDS):
         uid = STUDENT_UID_BASE + (start + i) % STUDENT_UIDS
         fd = os.open(folder / str(uid), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)

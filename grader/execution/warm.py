@@ -183,7 +183,7 @@ class WarmExecutor:
                 zygote.sweep(child.pid)
             except _ZygoteLost:
                 self._forget(zygote)  # the record stands; the next run starts a new zygote
-            if sandboxed and self.policy is not None and self.policy.isolate:
+            if self.policy is not None and self.policy.isolate:
                 clear_keyrings(uid)
         return record
 

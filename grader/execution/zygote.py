@@ -338,8 +338,8 @@ def _reap_dying() -> None:
         _reap(pid)
 
 
-def _reap(pid: int) -> bool:
-    """Collect a dead child (if it is dead), and release its sandbox; whether it was dead."""
+def _reap(pid: int) -> None:
+    """Collect a dead child (if it is dead), and release its sandbox."""
     try:
         reaped, status = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
@@ -350,7 +350,6 @@ def _reap(pid: int) -> bool:
         from grader.execution.sandbox import release
 
         release(Path(_released_by_us.pop(pid)), status)
-    return bool(reaped)
 
 
 def _processes() -> list[tuple[int, int, int]]:

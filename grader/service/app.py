@@ -188,21 +188,22 @@ def create_app(
 
     async def _read_capped(request: Request, limit: int) -> bytes:
         declared = request.headers.get("content-length")
-        declared_size = int(declared) if declared and declared.isdigit() else None
-        if declared_size is not None and declared_size > limit + DRAIN_BYTES:
+        declared_size = int(declared) if declared and declared.isdigit() else 0
+        if declared_size > limit + DRAIN_BYTES:
             raise _too_large()
+        # Past the limit, read on a little before answering: a client still
+        # sending when the connection closes sees a broken pipe, not the 413
+        # (Python's http.client and requests do).
+        too_large = declared_size > limit
         chunks, total = [], 0
         async for chunk in request.stream():
             total += len(chunk)
-            if total > limit or (declared_size or 0) > limit:
-                # Read on a little before answering: a client still sending when
-                # the connection closes sees a broken pipe, not the 413
-                # (Python's http.client and requests do).
-                if total > limit + DRAIN_BYTES:
-                    raise _too_large()
-                continue
-            chunks.append(chunk)
-        if total > limit or (declared_size or 0) > limit:
+            if total > limit + DRAIN_BYTES:
+                raise _too_large()
+            too_large = too_large or total > limit
+            if not too_large:
+                chunks.append(chunk)
+        if too_large:
             raise _too_large()
         return b"".join(chunks)
 
