@@ -21,7 +21,7 @@ import pytest
 from conftest import FIXTURES, ROOT
 
 from grader.execution.factory import make_executor
-from grader.execution.sandbox import CGROUP_PARENT, CGROUP_V1, FULL, Policy, hidden_paths, probe
+from grader.execution.sandbox import CGROUP_PARENT, CGROUP_V1, FULL, Policy, ResourceLimits, hidden_paths, probe
 from grader.grading.batch import grade_batch
 from grader.model.result import Result
 from grader.settings import cache_root
@@ -29,6 +29,11 @@ from grader.settings import cache_root
 CORPUS = ROOT / "tests" / "files" / "adversarial"
 FULL_ISOLATION = probe().level == FULL
 needs_isolation = pytest.mark.skipif(not FULL_ISOLATION, reason=f"needs full isolation: {probe().missing}")
+
+# Half the default memory, still above what a correct submission needs: on a VM
+# whose memory the host backs lazily, first touches can run at 150 MB/s, too
+# slow for the bomb to reach 3 GB before the 10 s cell timeout says "timed out".
+CORPUS_LIMITS = ResourceLimits(memory_mb=1536)
 
 # attack -> (score, text that must appear in the result's errors or output; "" for none)
 EXPECTED = {
@@ -41,7 +46,7 @@ EXPECTED = {
     "kill_process_group": (10, ""),
     "kill_every_process": (10, ""),
     "fork_bomb_bounded": (10, "Resource temporarily unavailable"),
-    "memory_bomb": (4, "more than its 3072 MB of memory"),
+    "memory_bomb": (4, "more than its 1536 MB of memory"),  # CORPUS_LIMITS
     "fill_disk": (10, "File too large"),
     "output_flood": (10, ""),
     "read_solution_by_path": (10, "No such file or directory"),
@@ -237,7 +242,7 @@ def test_the_whole_corpus_in_one_batch(executor_name, tmp_path, assignment, refe
     cgroups_before = submission_cgroups()
     rss_before = psutil.Process().memory_info().rss
     peak = PeakMemory()
-    policy = Policy(hide=hidden_paths(cache_root(), subs, out))
+    policy = Policy(limits=CORPUS_LIMITS, hide=hidden_paths(cache_root(), subs, out))
     executor = make_executor(executor_name, policy)
     try:
         summary = grade_batch(subs, assignment, out, executor=executor, jobs=2, cell_timeout=10, keep_answers=True)
