@@ -7,12 +7,16 @@ answers it really captured, nothing outside its scratch folder changes, no
 process of it survives, and the grader's memory stays bounded.
 """
 
+import ctypes
+import errno
 import hashlib
 import json
 import os
+import platform
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -448,14 +452,90 @@ def test_output_flood_is_truncated_and_the_grader_stays_small(assignment, refere
 
 @needs_isolation
 @pytest.mark.parametrize("executor_name", ["warm", "kernel"])
-def test_no_key_survives_into_the_next_batch(executor_name, tmp_path, assignment, references):
-    """Keys are kept per uid, beyond the process; a later batch reuses the
-    same uids.  A key stored by one submission is gone for the next one
-    graded under that uid (a fresh executor starts at the same uid slot)."""
+def test_no_key_survives_into_the_next_batch(executor_name, tmp_path, assignment, references, monkeypatch):
+    """Keys are kept per uid, beyond the process, and uids are reused.  The
+    writer stores a key and makes its uid's user keyring one that uid cannot
+    clear; the reader, graded next under the same uid, finds nothing: the
+    student's process may not use keyrings at all."""
+    import itertools
+
+    from grader.execution import uids
     from grader.grading.grade import grade
 
+    monkeypatch.setattr(uids, "_next", itertools.repeat(0))  # both lease the first free uid: the same one
     for name in ("keyring_writer", "keyring_reader"):
         with make_executor(executor_name, Policy(hide=hidden_paths(cache_root()))) as executor:
             result = grade(CORPUS / f"{name}.ipynb", assignment, executor=executor, references=references)
         assert result.score == 10, result.output
         assert not any("LEAK" in e for e in result.errors), result.errors
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="seccomp is Linux's")
+@pytest.mark.parametrize(
+    "call, args",
+    [
+        ("keyctl", (0, ctypes.c_int(-4), 0)),  # KEYCTL_GET_KEYRING_ID of the user keyring
+        ("add_key", (b"user", b"grader-test", b"x", 1, ctypes.c_int(-4))),
+        ("request_key", (b"user", b"grader-test", None, 0)),
+    ],
+)
+def test_the_students_process_cannot_use_keyrings(call, args):
+    """The filter the sandbox installs: keyring calls fail with EPERM, the rest work."""
+    from grader.execution import sandbox
+
+    if sandbox.keyring_filter(platform.machine()) is None:
+        pytest.skip(f"no system call numbers for {platform.machine()}")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(sandbox.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+            sandbox._deny_keyrings()
+            result = libc.syscall(sandbox.SYSCALLS[platform.machine()][call], *args)
+            os.write(write, json.dumps([result, ctypes.get_errno(), os.getpid() > 0, len(os.listdir("/"))]).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        result, error, pid_works, listing = json.loads(f.read() or "[null, null, false, 0]")
+    os.waitpid(pid, 0)
+    assert (result, error) == (-1, errno.EPERM)
+    assert pid_works and listing > 0  # other calls are untouched
+
+
+def _run_bpf(program, nr, arch):
+    """Classic BPF as the kernel runs a seccomp filter (the instructions keyring_filter uses)."""
+    data, acc, pc = {0: nr, 4: arch}, 0, 0
+    while True:
+        code, jt, jf, k = program[pc]
+        if code == 0x20:  # load a word of seccomp_data
+            acc, pc = data[k], pc + 1
+        elif code in (0x15, 0x35):  # jump if equal, if greater or equal
+            taken = acc == k if code == 0x15 else acc >= k
+            pc += 1 + (jt if taken else jf)
+        elif code == 0x06:
+            return k
+
+
+@pytest.mark.parametrize(
+    "machine, nr, arch, allowed",
+    [
+        ("x86_64", 39, 0xC000003E, True),  # getpid
+        ("x86_64", 250, 0xC000003E, False),  # keyctl
+        ("x86_64", 248, 0xC000003E, False),  # add_key
+        ("x86_64", 249, 0xC000003E, False),  # request_key
+        ("x86_64", 0x40000000 | 250, 0xC000003E, False),  # keyctl through the x32 ABI
+        ("x86_64", 288, 0x40000003, False),  # keyctl through i386's int 0x80
+        ("x86_64", 20, 0x40000003, False),  # anything through i386's ABI
+        ("aarch64", 172, 0xC00000B7, True),  # getpid
+        ("aarch64", 219, 0xC00000B7, False),  # keyctl
+        ("aarch64", 217, 0xC00000B7, False),  # add_key
+        ("aarch64", 219, 0x40000028, False),  # an arm32 compat call
+    ],
+)
+def test_keyring_filter_decides_by_abi_and_number(machine, nr, arch, allowed):
+    from grader.execution.sandbox import SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO, keyring_filter
+
+    verdict = _run_bpf(keyring_filter(machine), nr, arch)
+    assert verdict == (SECCOMP_RET_ALLOW if allowed else SECCOMP_RET_ERRNO | errno.EPERM)

@@ -47,6 +47,7 @@ def capture(
     its own here, just its candidates."""
     weights = weights or {}
     models = _models(namespace) if weights else []
+    weights_of: dict[str, Any] = {}  # variable -> get_weights(), asked once per model (a copy of every variable)
     manifest: dict[str, dict[str, object]] = {}
     for name in list(answers) + [n for n in weights if n not in answers]:
         expression = answers.get(name)
@@ -55,7 +56,7 @@ def capture(
         else:
             entry = _capture_one(namespace, name, expression, folder, point, max_bytes)
         if name in weights:
-            entry["candidates"] = _candidates(models, weights[name], name, folder, point, max_bytes)
+            entry["candidates"] = _candidates(models, weights_of, weights[name], name, folder, point, max_bytes)
         manifest[name] = entry
     tmp = os.path.join(folder, point + ".json.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
@@ -113,12 +114,20 @@ def _models(namespace: dict[str, object]) -> list[tuple[str, "Any"]]:
 
 
 def _candidates(
-    models: list[tuple[str, "Any"]], index: int, name: str, folder: str, point: str, max_bytes: int
+    models: list[tuple[str, "Any"]],
+    weights_of: dict[str, "Any"],
+    index: int,
+    name: str,
+    folder: str,
+    point: str,
+    max_bytes: int,
 ) -> dict[str, str]:
     files: dict[str, str] = {}
     for variable, model in models:
         try:
-            array = np.asarray(model.get_weights()[index])
+            if variable not in weights_of:
+                weights_of[variable] = model.get_weights()
+            array = np.asarray(weights_of[variable][index])
         except BaseException:
             continue
         if array.dtype.hasobject or array.dtype.kind not in NUMERIC_KINDS or array.nbytes > max_bytes:

@@ -154,8 +154,6 @@ class KernelExecutor:
                     ctx.__exit__(None, None, None)
                 except Exception:
                     pass  # a dead or wedged kernel is killed; nothing more to do
-                if self.policy is not None and self.policy.isolate:
-                    sandbox.clear_keyrings(uid)
         record.seconds = time.monotonic() - start
         finish_record(record, plan, workdir, self.policy)
         return record

@@ -21,7 +21,8 @@ student's code) into an isolated one:
    other submissions' scratch folders and cgroups cannot even be named;
 5. rlimits (file size, CPU time, open files, core dumps off, processes), a
    fresh session keyring and emptied user keyrings, then an unprivileged uid
-   and gid, ``no_new_privs`` and a parent-death signal.
+   and gid, ``no_new_privs``, a seccomp filter that refuses the keyring
+   system calls, and a parent-death signal.
 
 The scratch folder's root stays root's: the student owns only the folders in
 it (``work``, the answers folder...), so the grader's own files there
@@ -67,7 +68,16 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
 MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
 MNT_DETACH = 2
 # System calls glibc has no wrapper for, by architecture.
-SYSCALLS = {"x86_64": {"pivot_root": 155, "keyctl": 250}, "aarch64": {"pivot_root": 41, "keyctl": 219}}
+SYSCALLS = {
+    "x86_64": {"pivot_root": 155, "add_key": 248, "request_key": 249, "keyctl": 250},
+    "aarch64": {"pivot_root": 41, "add_key": 217, "request_key": 218, "keyctl": 219},
+}
+# The seccomp filter's view of each: AUDIT_ARCH_* (a system call made through
+# another ABI, as i386's int 0x80 from a 64-bit process, has another).
+AUDIT_ARCHES = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+X32_SYSCALL_BIT = 0x40000000  # x86_64's x32 ABI: the same calls under other numbers
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO = 0x7FFF0000, 0x00050000
 KEYCTL_GET_KEYRING_ID, KEYCTL_JOIN_SESSION_KEYRING, KEYCTL_CLEAR = 0, 1, 7
 KEY_SPEC_USER_KEYRING, KEY_SPEC_USER_SESSION_KEYRING = -4, -5
 # Devices of the student's /dev (bound from the host's); ptys come from a
@@ -708,6 +718,7 @@ def _drop_privileges(uid: int, limits: ResourceLimits) -> None:
     _syscall("keyctl", KEYCTL_JOIN_SESSION_KEYRING, None)
     _clear_own_keyrings()
     _libc().prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    _deny_keyrings()
     _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # set after setuid, which clears it
     os.environ["HOME"] = os.getcwd()
 
@@ -742,20 +753,47 @@ def read_record(workdir_root: Path) -> dict:
     return raw if isinstance(raw, dict) else {}
 
 
-def clear_keyrings(uid: int) -> None:
-    """Empty the user keyrings of ``uid`` (they outlive its processes, and
-    the uid serves another submission later), from a short-lived child."""
-    if not detect().sandbox or os.geteuid() != 0:
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def keyring_filter(machine: str) -> list[tuple[int, int, int, int]] | None:
+    """The seccomp program (classic BPF: code, jt, jf, k) that fails the
+    keyring system calls (add_key, request_key, keyctl) with EPERM, and
+    every call made through a foreign ABI (i386's, x32's), whose numbers
+    differ; None on an architecture we have no numbers for."""
+    numbers, arch = SYSCALLS.get(machine), AUDIT_ARCHES.get(machine)
+    if numbers is None or arch is None:
+        return None
+    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_JMP|JGE|K, BPF_RET|K
+    deny = SECCOMP_RET_ERRNO | errno.EPERM
+    calls = [numbers["add_key"], numbers["request_key"], numbers["keyctl"]]
+    program = [(ld, 0, 0, 4), (jeq, 1, 0, arch), (ret, 0, 0, deny), (ld, 0, 0, 0)]  # seccomp_data: nr at 0, arch at 4
+    tests = [X32_SYSCALL_BIT, *calls]
+    for i, number in enumerate(tests):  # each jumps to the final deny when it matches
+        program.append((jge if i == 0 else jeq, len(tests) - i, 0, number))
+    return [*program, (ret, 0, 0, SECCOMP_RET_ALLOW), (ret, 0, 0, deny)]
+
+
+def _deny_keyrings() -> None:
+    """Keys are not namespaced: they outlive processes, and a submission can
+    make its uid's user keyring one it cannot clear itself (keyctl setperm),
+    so the next submission under that uid would read what it left.  So the
+    student's process may not use keyrings at all (as Docker's default
+    seccomp profile has it); no notebook needs them.  Needs no_new_privs."""
+    program = keyring_filter(platform.machine())
+    if program is None:
         return
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.setresgid(uid, uid, uid)
-            os.setresuid(uid, uid, uid)
-            _clear_own_keyrings()
-        finally:
-            os._exit(0)
-    os.waitpid(pid, 0)
+    filters = (_SockFilter * len(program))(*(_SockFilter(*instruction) for instruction in program))
+    fprog = _SockFprog(len(program), filters)
+    _check(
+        _libc().prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0),
+        "prctl(PR_SET_SECCOMP) (denying the keyring system calls)",
+    )
 
 
 def _clear_own_keyrings() -> None:

@@ -78,7 +78,7 @@ from grader.execution.base import (
     student_environment,
 )
 from grader.execution.plan import ExecutionPlan
-from grader.execution.sandbox import Policy, clear_keyrings
+from grader.execution.sandbox import Policy
 from grader.execution.uids import lease_uid
 from grader.execution.untrusted import tail
 from grader.execution.zygote import PACKAGE_PARENT, _Channel, _Closed, _readable, _Refused
@@ -183,8 +183,6 @@ class WarmExecutor:
                 zygote.sweep(child.pid)
             except _ZygoteLost:
                 self._forget(zygote)  # the record stands; the next run starts a new zygote
-            if self.policy is not None and self.policy.isolate:
-                clear_keyrings(uid)
         return record
 
     def _drive(self, child: _Child, plan: ExecutionPlan, workdir: Workdir, start: float) -> ExecutionRecord:

@@ -7,6 +7,7 @@ only problems of the grader or its configuration raise :class:`GraderError`.
 
 from __future__ import annotations
 
+import sys
 import time
 import traceback
 from contextlib import AbstractContextManager
@@ -254,11 +255,39 @@ def grade_safely(
 
 def single_threaded_blas() -> AbstractContextManager[object]:
     """The grader's own arithmetic (checks, diagnoses) with one BLAS thread,
-    for as long as the context lasts.  A batch gets its parallelism from
+    for as long as the context lasts, and freed memory kept for reuse
+    (:func:`keep_freed_memory`).  A batch gets its parallelism from
     grading several submissions at once; an OpenBLAS pool that spins between
     our small matrix products took 100 ms of CPU per notebook from the
     students' processes on 2 cores (the students' own processes are not
     affected: they are other processes)."""
     from threadpoolctl import threadpool_limits
 
+    keep_freed_memory()
     return threadpool_limits(limits=1, user_api="blas")
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+KEPT_FREE_BYTES = 64 * 2**20
+
+
+def keep_freed_memory() -> None:
+    """Keep up to 64 MB of freed memory per malloc arena in this process,
+    and allocate arrays up to that size from it, instead of handing each
+    freed array back to the system (glibc's default beyond a few MB).  Every
+    check makes megabyte-sized temporaries; handed back, each one's pages
+    fault in anew at its next use, and those faults were most of a check's
+    time.  Process-wide and permanent, so only the grader's own processes
+    call it (through :func:`single_threaded_blas`); students' processes are
+    other processes, started with glibc's defaults.  Elsewhere than glibc, nothing."""
+    import ctypes
+    import ctypes.util
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, KEPT_FREE_BYTES)
+        libc.mallopt(M_TRIM_THRESHOLD, KEPT_FREE_BYTES)
+    except (OSError, AttributeError):  # musl and other C libraries: no mallopt
+        pass

@@ -203,7 +203,10 @@ ATTACKS = {
         END,
         SYS
         + "key = libc.syscall(NR['add_key'], b'user', b'grader-keyring-test', b'left by an earlier student', 26, ctypes.c_int(-4))\n"
-        "print('stored key', key, ctypes.get_errno())",
+        "ring = libc.syscall(NR['keyctl'], 0, ctypes.c_int(-4), 0)\n"
+        "# view, read and search only: a user keyring its own uid can no longer clear\n"
+        "locked = libc.syscall(NR['keyctl'], 5, ctypes.c_int(ring), ctypes.c_uint(0x0B0B0000))\n"
+        "print('stored key', key, 'locked', locked, ctypes.get_errno())",
     ),
     "keyring_reader": (
         END,
