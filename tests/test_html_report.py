@@ -343,3 +343,55 @@ def test_pages_render_in_headless_chromium_with_every_image_loaded(report, chrom
     assert [i["src"][:22] for i in rendered.all("img")] == ["data:image/png;base64,"] * expected
     assert len(rendered.all("script")) == 1  # the probe: nothing from the results became markup
     assert rendered.all("main") and (rendered.all("h1") or stem == INDEX_FILE)
+
+
+def _pixels(uri: str) -> np.ndarray:
+    with Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))) as png:
+        return np.asarray(png.convert("RGBA"))
+
+
+@pytest.mark.parametrize(
+    "first, then",
+    [
+        (dict(vmin=0, vmax=255, title="yours"), dict(vmin=-3, vmax=0.5, title="expected")),
+        (dict(vmin=0, vmax=1, title="a", difference=True), dict(vmin=0, vmax=7, title="b", difference=True)),
+        (dict(vmin=0.2, vmax=0.8, title="clipped"), dict(vmin=0.2, vmax=0.8, title="clipped, with NaN", nan=True)),
+    ],
+)
+def test_an_image_drawn_after_others_is_the_image_drawn_alone(first, then):
+    """Images of one shape reuse a laid-out figure; what an earlier image set
+    (values, colour scale, title, NaN) must not show in the next one."""
+    import threading
+
+    from grader.reports.figures import image_panel
+
+    rng = np.random.default_rng(1)
+
+    def draw(options, values):
+        options = dict(options)
+        if options.pop("nan", False):
+            values = values.copy()
+            values[::7, ::5] = np.nan
+        return image_panel(values, options.pop("title"), "value", options.pop("vmin"), options.pop("vmax"), **options)
+
+    a, b = rng.random((255, 510)) * 255, rng.normal(size=(255, 510))
+    alone = []
+    thread = threading.Thread(target=lambda: alone.append(draw(then, b)))  # a thread of its own: no figure drawn before
+    thread.start()
+    thread.join()
+    draw(first, a)
+    after = draw(then, b)
+    assert np.array_equal(_pixels(after), _pixels(alone[0]))
+    assert not np.array_equal(_pixels(after), _pixels(draw(first, a)))
+
+
+@pytest.mark.parametrize("vmax, gray", [(2.0, 64), (1.0, 128), (4.0, 32)])
+def test_an_image_follows_its_colour_scale(vmax, gray):
+    """0.5 drawn on a gray scale from 0 to vmax has the gray 0.5 / vmax of
+    white, whichever images of that shape were drawn before."""
+    from grader.reports.figures import image_panel
+
+    image_panel(np.zeros((64, 64)), "before", "value", -1.0, 9.0)
+    pixels = _pixels(image_panel(np.full((64, 64), 0.5), "constant", "value", 0.0, vmax))[..., :3].astype(int)
+    near = np.all(np.abs(pixels - gray) <= 2, axis=-1).sum()
+    assert near > 0.8 * 200 * 200, f"{near} pixels of gray {gray}"  # the image box is over 200 pixels square

@@ -126,12 +126,15 @@ def write_submission_report(
     out_html: Path,
     *,
     assignment: Assignment | None = None,
+    images: dict | None = None,
 ) -> Path:
     """One student's page.  ``answers``: the captured arrays by answer name
     (any may be missing).  Without ``assignment``, answers checked by a
-    ``compute`` check get no expected image (their computation is in the spec)."""
+    ``compute`` check get no expected image (their computation is in the spec).
+    ``images``: a cache of the expected-value images, to share between pages
+    drawn from the same references (a service draws one page at a time)."""
     out_html.parent.mkdir(parents=True, exist_ok=True)
-    _write(out_html, submission_page(result, answers, references, assignment, [], {}))
+    _write(out_html, submission_page(result, answers, references, assignment, [], {} if images is None else images))
     return out_html
 
 

@@ -52,24 +52,26 @@ def feedback_page(
     answers_file: Path,
     out_html: Path,
     instructor: bool,
+    images: dict | None = None,
 ) -> Path:
     """Write the feedback page (pictures from the kept answers) that this
-    reader may see; the same page ``grader check`` and ``grader report`` write."""
+    reader may see; the same page ``grader check`` and ``grader report`` write.
+    ``images``: expected-value images drawn for earlier pages of these references."""
     shown = shown_result(result, assignment, instructor)
     hidden = hidden_checks(assignment)
     if not instructor and hidden == {c.name for c in assignment.spec.checks}:  # nothing to draw
         return write_submission_report(shown, {}, references, out_html)
     seen = assignment.for_students() if hidden and not instructor else assignment
     answers, _ = load_answer_arrays(answers_file, int(assignment.spec.limits.max_answer_mb * 2**20), seen.spec.answers)
-    return write_submission_report(shown, answers, references, out_html, assignment=seen)
+    return write_submission_report(shown, answers, references, out_html, assignment=seen, images=images)
 
 
 class FeedbackPages:
     """Feedback pages drawn once per submission and reader kind, cached in the
     store; a request for a page being drawn waits for it instead of drawing it
-    again.  Drawing is the slow part (about 0.7 s of matplotlib for this
-    lesson), so the pool draws a student's page as soon as the result is
-    stored when it has nothing else to do (:meth:`prepare`)."""
+    again.  Drawing is the slow part (matplotlib), so the pool draws a student's page as soon as the result is
+    stored when it has nothing else to do (:meth:`prepare`), and the images
+    of the expected values, the same on every page, are drawn once."""
 
     def __init__(self, store: Store, served: dict[str, Served]) -> None:
         self.store, self.served = store, served
@@ -77,6 +79,7 @@ class FeedbackPages:
         self._guard = threading.Lock()
         # one page at a time: matplotlib is not thread-safe, and the GIL would serialise it anyway
         self._drawing = threading.Lock()
+        self._images: dict[str, dict] = {}  # references key -> expected-value images, the same on every page
 
     def path(self, sid: str, instructor: bool) -> Path:
         return self.store.feedback_file(sid).with_suffix(".instructor.html" if instructor else ".html")
@@ -94,7 +97,13 @@ class FeedbackPages:
                 served = self.served[sub.assignment]
                 with self._drawing:
                     feedback_page(
-                        result, served.assignment, served.references, self.store.answers_file(sub.id), path, instructor
+                        result,
+                        served.assignment,
+                        served.references,
+                        self.store.answers_file(sub.id),
+                        path,
+                        instructor,
+                        self._images.setdefault(served.key, {}),
                     )
         with self._guard:
             self._locks.pop(path, None)
