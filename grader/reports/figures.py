@@ -103,14 +103,15 @@ def image_panel(
     finite = values[np.isfinite(values)]
     below, above = bool(finite.size and finite.min() < vmin), bool(finite.size and finite.max() > vmax)
     extend = {(True, True): "both", (True, False): "min", (False, True): "max"}.get((below, above), "neither")
-    panel = _template(h, w, difference, extend)
-    panel.image.set_data(np.where(np.isfinite(shown), shown, np.nan))
-    panel.image.set_clim(vmin, vmax)
-    panel.colorbar.update_normal(panel.image)
-    panel.colorbar.locator = MaxNLocator(5)  # few ticks: each one costs drawing time
-    panel.colorbar.set_label(label, fontsize=8)
-    panel.ax.set_title(title, fontsize=10)
-    return png_data_uri(panel.fig)
+    with _drawing:  # one figure of a shape for everyone: matplotlib's objects are not thread-safe
+        panel = _template(h, w, difference, extend)
+        panel.image.set_data(np.where(np.isfinite(shown), shown, np.nan))
+        panel.image.set_clim(vmin, vmax)
+        panel.colorbar.update_normal(panel.image)
+        panel.colorbar.locator = MaxNLocator(5)  # few ticks: each one costs drawing time
+        panel.colorbar.set_label(label, fontsize=8)
+        panel.ax.set_title(title, fontsize=10)
+        return png_data_uri(panel.fig)
 
 
 @dataclass
@@ -121,15 +122,16 @@ class _Template:
     colorbar: Colorbar
 
 
-# Figures already laid out, by (height, width, difference, extend), one set
-# per thread: making the axes and their ticks was half of each image's time,
-# and a report draws the same few shapes over and over.
-_templates = threading.local()
+# Figures already laid out, by (height, width, difference, extend): making
+# the axes and their ticks was half of each image's time, and a report draws
+# the same few shapes over and over.  Shared by all threads, one drawing at a time.
+_templates: dict[tuple[int, int, bool, str], _Template] = {}
+_drawing = threading.Lock()
 MAX_TEMPLATES = 16
 
 
 def _template(h: int, w: int, difference: bool, extend: str) -> _Template:
-    cache: dict = _templates.__dict__.setdefault("cache", {})
+    cache = _templates
     key = (h, w, difference, extend)
     if key in cache:
         return cache[key]
