@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
-from batch_throughput import PeakMemory, make_submissions
+from batch_throughput import MIX, PeakMemory, make_submissions
 
 CONNECTIONS = 32  # requests in flight at a time: the "bounded" client
 DEADLINE = 1800  # seconds the whole run may take
@@ -71,7 +71,7 @@ def main() -> None:
     give_up = time.monotonic() + DEADLINE
     with tempfile.TemporaryDirectory(prefix="grader-load-") as tmp:
         tmp = Path(tmp)
-        expected = make_submissions(tmp / "subs", args.n)
+        expected = make_submissions(tmp / "subs", args.n, MIX)
         env = dict(os.environ, GRADER_CACHE_DIR=str(tmp / "cache"), PYTHONUNBUFFERED="1")
         subprocess.run([sys.executable, "-m", "grader", "validate", "conv2d"], env=env, check=True, capture_output=True)
         data = tmp / "service"
