@@ -69,9 +69,10 @@ def feedback_page(
 class FeedbackPages:
     """Feedback pages drawn once per submission and reader kind, cached in the
     store; a request for a page being drawn waits for it instead of drawing it
-    again.  Drawing is the slow part (matplotlib), so the pool draws a student's page as soon as the result is
-    stored when it has nothing else to do (:meth:`prepare`), and the images
-    of the expected values, the same on every page, are drawn once."""
+    again.  Drawing is the slow part (matplotlib), so the pool draws a
+    student's page as soon as the result is stored when it has nothing else
+    to do (:meth:`prepare`), and the images of the expected values, the same
+    on every page, are drawn once."""
 
     def __init__(self, store: Store, served: dict[str, Served]) -> None:
         self.store, self.served = store, served
