@@ -86,7 +86,7 @@ def make_submissions(folder: Path, n: int, kinds: list[str]) -> dict[str, float]
         "error_in_unrelated_cell": 10,
     }
     folder.mkdir(parents=True)
-    expected = {}
+    expected: dict[str, float] = {}
     for i in range(n):
         kind = kinds[i % len(kinds)]
         name = f"student_{i:03d}_{kind}"
@@ -143,6 +143,7 @@ def run_batch(subs: Path, out: Path, executor: str, jobs: int, env: dict) -> dic
     memory = PeakMemory(proc.pid)
     memory.start()
     first = last = None
+    assert proc.stdout is not None  # a pipe was asked for
     for line in proc.stdout:  # progress lines arrive as each submission finishes
         if line.startswith("[") and "/" in line.split()[0]:
             last = time.monotonic() - start
@@ -176,6 +177,7 @@ class Service:
     def __init__(self, data: Path, jobs: int, env: dict):
         command = [sys.executable, "-m", "grader", "serve", "--port", "0", "--data", str(data), "--workers", str(jobs)]
         self.proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert self.proc.stdout is not None  # a pipe was asked for
         line = self.proc.stdout.readline()
         if "listening on" not in line:
             raise SystemExit(f"grader serve did not start: {line}")
@@ -267,8 +269,8 @@ def main() -> None:
     args = parser.parse_args()
     configs = [_config(c) for c in args.config] if args.config else CONFIGS
     configs = configs * args.rounds
-    with tempfile.TemporaryDirectory(prefix="grader-bench-") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="grader-bench-") as folder:
+        tmp = Path(folder)
         expected = {
             "lesson": make_submissions(tmp / "lesson", args.n, ["correct"]),
             "mix": make_submissions(tmp / "mix", args.n, MIX),
@@ -277,7 +279,8 @@ def main() -> None:
         subprocess.run(
             [sys.executable, "-m", "grader", "validate", "conv2d"], env=env, check=True, capture_output=True
         )  # build the reference cache outside the timings
-        rows, latency = [], []
+        rows: list[tuple[str, int, str, dict, list[str]]] = []
+        latency: list[tuple[float, float]] = []
         for executor, jobs, notebooks in configs:
             out = tmp / f"out-{executor}-{jobs}"
             if executor == "limit":

@@ -42,7 +42,8 @@ class Sampler(threading.Thread):
 
     def __init__(self, pid: int, interval: float = 0.2):
         super().__init__(daemon=True)
-        self.process, self.interval, self.samples, self.running = psutil.Process(pid), interval, [], True
+        self.process, self.interval, self.running = psutil.Process(pid), interval, True
+        self.samples: list[tuple[float, float]] = []
 
     def run(self) -> None:
         while self.running:
@@ -69,8 +70,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     give_up = time.monotonic() + DEADLINE
-    with tempfile.TemporaryDirectory(prefix="grader-load-") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="grader-load-") as folder:
+        tmp = Path(folder)
         expected = make_submissions(tmp / "subs", args.n, MIX)
         env = dict(os.environ, GRADER_CACHE_DIR=str(tmp / "cache"), PYTHONUNBUFFERED="1")
         subprocess.run([sys.executable, "-m", "grader", "validate", "conv2d"], env=env, check=True, capture_output=True)
@@ -84,6 +85,7 @@ def main() -> None:
             text=True,
         )
         try:
+            assert server.stdout is not None  # a pipe was asked for
             url = server.stdout.readline().split("listening on ", 1)[1].split()[0]
             while call(url + "healthz")[0] != 200:
                 time.sleep(0.2)
