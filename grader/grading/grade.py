@@ -12,6 +12,7 @@ import time
 import traceback
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -271,6 +272,7 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 KEPT_FREE_BYTES = 64 * 2**20
 
 
+@cache
 def keep_freed_memory() -> None:
     """Keep up to 64 MB of freed memory per malloc arena in this process,
     and allocate arrays up to that size from it, instead of handing each
@@ -279,14 +281,14 @@ def keep_freed_memory() -> None:
     fault in anew at its next use, and those faults were most of a check's
     time.  Process-wide and permanent, so only the grader's own processes
     call it (through :func:`single_threaded_blas`); students' processes are
-    other processes, started with glibc's defaults.  Elsewhere than glibc, nothing."""
+    other processes, started with glibc's defaults.  Once per process;
+    elsewhere than glibc, nothing."""
     import ctypes
-    import ctypes.util
 
     if not sys.platform.startswith("linux"):
         return
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)  # this process's own symbols, libc's among them (find_library runs ldconfig)
         libc.mallopt(M_MMAP_THRESHOLD, KEPT_FREE_BYTES)
         libc.mallopt(M_TRIM_THRESHOLD, KEPT_FREE_BYTES)
     except (OSError, AttributeError):  # musl and other C libraries: no mallopt

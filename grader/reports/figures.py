@@ -131,12 +131,11 @@ MAX_TEMPLATES = 16
 
 
 def _template(h: int, w: int, difference: bool, extend: str) -> _Template:
-    cache = _templates
     key = (h, w, difference, extend)
-    if key in cache:
-        return cache[key]
-    if len(cache) >= MAX_TEMPLATES:
-        cache.pop(next(iter(cache)))
+    if key in _templates:
+        return _templates[key]
+    if len(_templates) >= MAX_TEMPLATES:
+        _templates.pop(next(iter(_templates)))
     wide = max(h, w) / max(min(h, w), 1) > 8  # a vector or a strip: fill the box instead
     fig, ax, cax = _panel(None if wide else h / w)
     # NaN/inf are drawn in a colour that no value has.
@@ -157,8 +156,8 @@ def _template(h: int, w: int, difference: bool, extend: str) -> _Template:
     ax.set_xlabel("column", fontsize=8)
     ax.set_ylabel("row", fontsize=8)
     ax.tick_params(labelsize=7)
-    cache[key] = _Template(fig, ax, image, colorbar)
-    return cache[key]
+    _templates[key] = _Template(fig, ax, image, colorbar)
+    return _templates[key]
 
 
 def _panel(aspect: float | None) -> tuple[Figure, Axes, Axes]:
