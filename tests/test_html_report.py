@@ -350,43 +350,80 @@ def _pixels(uri: str) -> np.ndarray:
         return np.asarray(png.convert("RGBA"))
 
 
-@pytest.mark.parametrize(
-    "first, then",
-    [
-        (dict(vmin=0, vmax=255, title="yours"), dict(vmin=-3, vmax=0.5, title="expected")),
-        (dict(vmin=0, vmax=1, title="a", difference=True), dict(vmin=0, vmax=7, title="b", difference=True)),
-        (dict(vmin=0.2, vmax=0.8, title="clipped"), dict(vmin=0.2, vmax=0.8, title="clipped, with NaN", nan=True)),
-    ],
-)
-def test_an_image_drawn_after_others_is_the_image_drawn_alone(first, then):
-    """Images of one shape reuse a laid-out figure; what an earlier image set
-    (values, colour scale, title, NaN) must not show in the next one."""
-    from grader.reports import figures
+RED = (255, 42, 42)  # NaN on a gray scale
+
+
+def _region(pixels: np.ndarray, *colours, least: int = 1) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right), inclusive, of the rows and columns with at
+    least ``least`` pixels of exactly these colours (the colour bar has a
+    row of each gray, and the image's box more)."""
+    hits = np.any([np.all(pixels[..., :3] == c, axis=-1) for c in colours], axis=0)
+    rows, cols = np.nonzero(hits.sum(axis=1) >= least)[0], np.nonzero(hits.sum(axis=0) >= least)[0]
+    return rows.min(), rows.max(), cols.min(), cols.max()
+
+
+@pytest.mark.parametrize("h, w", [(255, 510), (512, 512), (40, 20), (7, 300), (1, 30)])
+def test_an_image_shows_each_element_where_it_is(h, w):
+    """Left half 0, right half 1, on a scale from -1 to 2 (gray 85 and 170),
+    one NaN in the top left corner: two boxes side by side, as tall as each
+    other, in the array's aspect ratio (strips and vectors fill the box), and
+    the NaN drawn in red in the corner even where the array is reduced."""
     from grader.reports.figures import image_panel
 
-    rng = np.random.default_rng(1)
+    values = np.zeros((h, w))
+    values[:, w // 2 :] = 1.0
+    values[0, 0] = np.nan
+    pixels = _pixels(image_panel(values, "halves", "value", -1.0, 2.0))
+    left, right = _region(pixels, (85, 85, 85), RED, least=20), _region(pixels, (170, 170, 170), least=20)
+    assert left[:2] == right[:2] and left[3] + 1 == right[2]  # the same rows, adjacent
+    height, width = left[1] - left[0] + 1, right[3] - left[2] + 1
+    assert abs((left[3] - left[2] + 1) - width * (w // 2) / w) <= 2
+    if max(h, w) / min(h, w) <= 8:
+        assert abs(height / width - h / w) < 0.05 or height == 128  # the smallest box a wide array gets
+    assert _region(pixels, RED)[::2] == (left[0], left[2])
 
-    def draw(options, values):
-        options = dict(options)
-        if options.pop("nan", False):
-            values = values.copy()
-            values[::7, ::5] = np.nan
-        return image_panel(values, options.pop("title"), "value", options.pop("vmin"), options.pop("vmax"), **options)
 
-    a, b = rng.random((255, 510)) * 255, rng.normal(size=(255, 510))
-    figures._templates.clear()  # no figure laid out before
-    alone = draw(then, b)
-    figures._templates.clear()
-    draw(first, a)
-    after = draw(then, b)
-    assert np.array_equal(_pixels(after), _pixels(alone))
-    assert not np.array_equal(_pixels(after), _pixels(draw(first, a)))
+@pytest.mark.parametrize(
+    "vmin, vmax, labels",
+    [
+        (0, 1, ["0", "0.2", "0.4", "0.6", "0.8", "1.0"]),
+        (-3, 0.5, ["−2.4", "−1.6", "−0.8", "0"]),
+        (0, 255, ["0", "60", "120", "180", "240"]),
+        (0, 3e-4, ["0", "6.0e−05", "1.2e−04", "1.8e−04", "2.4e−04", "3.0e−04"]),
+        (1000, 1000.5, ["1000.0", "1000.1", "1000.2", "1000.3", "1000.4", "1000.5"]),
+        (12345, 1e6, ["2e+05", "4e+05", "6e+05", "8e+05", "1e+06"]),
+    ],
+)
+def test_colour_bar_labels_are_round_values_inside_the_scale(vmin, vmax, labels):
+    """As many digits as tell the ticks apart, no more; a real minus sign."""
+    from grader.reports.figures import _value_ticks
+
+    ticks = _value_ticks(vmin, vmax)
+    assert list(ticks.values()) == labels
+    assert all(vmin <= v <= vmax for v in ticks)
+
+
+@pytest.mark.parametrize(
+    "n, ticks",
+    [
+        (1, [0]),
+        (5, [0, 1, 2, 3, 4]),
+        (30, [0, 10, 20]),
+        (255, [0, 100, 200]),
+        (510, [0, 200, 400]),
+        (1000, [0, 200, 400, 600, 800]),
+    ],
+)
+def test_axes_are_numbered_by_whole_rows_and_columns(n, ticks):
+    from grader.reports.figures import _index_ticks
+
+    assert list(_index_ticks(n)) == ticks
 
 
 @pytest.mark.parametrize("vmax, gray", [(2.0, 64), (1.0, 128), (4.0, 32)])
 def test_an_image_follows_its_colour_scale(vmax, gray):
     """0.5 drawn on a gray scale from 0 to vmax has the gray 0.5 / vmax of
-    white, whichever images of that shape were drawn before."""
+    white, whichever images were drawn before."""
     from grader.reports.figures import image_panel
 
     image_panel(np.zeros((64, 64)), "before", "value", -1.0, 9.0)

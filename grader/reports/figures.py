@@ -1,10 +1,16 @@
 """Figures for the HTML report, as base64 PNG data URIs.
 
-Drawn on matplotlib's Agg canvas without pyplot: each figure is a plain
-object that nothing registers globally, so there is no figure to forget to
-close, no backend is switched under a caller, and memory is freed with the
-object.  Images are small (``DPI``) and big arrays are reduced by blocks
-before drawing, so a class of hundreds of pages stays quick to build.
+A comparison's images are drawn with Pillow: the array through a matplotlib
+colour map, scaled to its box pixel for pixel (nearest neighbour), and the
+frame, ticks, colour bar and labels drawn around it in matplotlib's own font.
+matplotlib's renderer spent tens of milliseconds per image, most of them
+laying out tick text, and a feedback page has up to a dozen images; these
+take a few, and hold nothing shared between threads but read-only colour maps.
+Big arrays are reduced by blocks before drawing.
+
+The class page's histogram, one per report, is a matplotlib figure, drawn on
+the Agg canvas without pyplot: nothing registers it globally and no backend
+is switched under a caller.
 """
 
 from __future__ import annotations
@@ -15,15 +21,15 @@ import math
 import threading
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
+import matplotlib
 import numpy as np
 from matplotlib import colormaps
-from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colorbar import Colorbar
 from matplotlib.figure import Figure
-from matplotlib.image import AxesImage
 from matplotlib.ticker import MaxNLocator
+from PIL import Image, ImageDraw, ImageFont
 
 DPI = 80
 PANEL_INCHES = (4.4, 3.5)  # one image of a comparison: 352 pixels wide, at most 280 high
@@ -65,17 +71,25 @@ def plane(array: np.ndarray) -> Plane:
 def reduce_blocks(values: np.ndarray, how: str) -> np.ndarray:
     """Shrink a 2-D array so its longest side is at most ``MAX_SIDE``, each
     pixel the ``mean`` or ``max`` of its block (max keeps a single wrong
-    element visible in a difference map).  NaN blocks stay NaN."""
+    element visible in a difference map).  A block with a NaN is NaN, so
+    that one NaN stays visible too."""
     h, w = values.shape
     step = math.ceil(max(h, w) / MAX_SIDE)
     if step <= 1:
         return values
-    padded = np.full((-(-h // step) * step, -(-w // step) * step), np.nan)
+    rows, cols = -(-h // step), -(-w // step)
+    padded = np.full((rows * step, cols * step), np.nan)  # the edge blocks' missing elements
     padded[:h, :w] = values
-    blocks = padded.reshape(padded.shape[0] // step, step, padded.shape[1] // step, step)
+    blocks = padded.reshape(rows, step, cols, step)
     with warnings.catch_warnings(), np.errstate(invalid="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks
-        return (np.nanmax if how == "max" else np.nanmean)(blocks, axis=(1, 3))
+        warnings.simplefilter("ignore", RuntimeWarning)  # inf - inf in a mean
+        reduced = (np.nanmax if how == "max" else np.nanmean)(blocks, axis=(1, 3))
+    nan = np.isnan(values)
+    if nan.any():
+        marked = np.zeros((rows * step, cols * step), dtype=bool)
+        marked[:h, :w] = nan
+        reduced[marked.reshape(rows, step, cols, step).any(axis=(1, 3))] = np.nan
+    return reduced
 
 
 def finite_range(*arrays: np.ndarray) -> tuple[float, float]:
@@ -97,84 +111,156 @@ def image_panel(
 ) -> str:
     """One image with its colour bar (``label`` names the quantity and its
     units) as a PNG data URI.  Axes are in the array's own row/column
-    coordinates even when the image was reduced for display."""
+    coordinates even when the image was reduced for display.  Values outside
+    ``vmin``..``vmax`` take the colour bar's end colours, and the bar ends in
+    an arrow on that side; NaN and inf are drawn in a colour no value has."""
     h, w = values.shape
     shown = reduce_blocks(values, "max" if difference else "mean")
     finite = values[np.isfinite(values)]
     below, above = bool(finite.size and finite.min() < vmin), bool(finite.size and finite.max() > vmax)
-    extend = {(True, True): "both", (True, False): "min", (False, True): "max"}.get((below, above), "neither")
-    with _drawing:  # one figure of a shape for everyone: matplotlib's objects are not thread-safe
-        panel = _template(h, w, difference, extend)
-        panel.image.set_data(np.where(np.isfinite(shown), shown, np.nan))
-        panel.image.set_clim(vmin, vmax)
-        panel.colorbar.update_normal(panel.image)
-        panel.colorbar.locator = MaxNLocator(5)  # few ticks: each one costs drawing time
-        panel.colorbar.set_label(label, fontsize=8)
-        panel.ax.set_title(title, fontsize=10)
-        return png_data_uri(panel.fig)
+    colormap = _COLORMAPS[difference]
+    box_w, box_h = _box(h, w)
+    ticks = _value_ticks(vmin, vmax)
+    tick_font, label_font, title_font = _font(TICK_PX), _font(LABEL_PX), _font(TITLE_PX)
+    bar_x = LEFT + box_w + BAR_GAP
+    labels_right = bar_x + BAR_W + 5 + max((_text_width(t, tick_font) for t in ticks.values()), default=0)
+    canvas = Image.new("RGB", (max(WIDTH, labels_right + 6 + LABEL_PX + 4), TOP + box_h + BOTTOM), "white")
+    draw = ImageDraw.Draw(canvas)
 
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        scaled = (np.where(np.isfinite(shown), shown, np.nan) - vmin) / (vmax - vmin if vmax > vmin else 1.0)
+    pixels = Image.fromarray(np.ascontiguousarray(colormap(scaled, bytes=True)[..., :3]))
+    canvas.paste(pixels.resize((box_w, box_h), Image.Resampling.NEAREST), (LEFT, TOP))
+    draw.rectangle((LEFT - 1, TOP - 1, LEFT + box_w, TOP + box_h), outline="black")
 
-@dataclass
-class _Template:
-    fig: Figure
-    ax: Axes
-    image: AxesImage
-    colorbar: Colorbar
-
-
-# Figures already laid out, by (height, width, difference, extend): making
-# the axes and their ticks was half of each image's time, and a report draws
-# the same few shapes over and over.  Shared by all threads, one drawing at a time.
-_templates: dict[tuple[int, int, bool, str], _Template] = {}
-_drawing = threading.Lock()
-MAX_TEMPLATES = 16
-
-
-def _template(h: int, w: int, difference: bool, extend: str) -> _Template:
-    key = (h, w, difference, extend)
-    if key in _templates:
-        return _templates[key]
-    if len(_templates) >= MAX_TEMPLATES:
-        _templates.pop(next(iter(_templates)))
-    wide = max(h, w) / max(min(h, w), 1) > 8  # a vector or a strip: fill the box instead
-    fig, ax, cax = _panel(None if wide else h / w)
-    # NaN/inf are drawn in a colour that no value has.
-    colormap = colormaps[DIFF_CMAP if difference else VALUES_CMAP].with_extremes(
-        bad="#00c8ff" if difference else "#ff2a2a"
+    # the axes: integer rows and columns at their pixels' centres
+    bottom = TOP + box_h
+    for col in _index_ticks(w):
+        x = LEFT + round((col + 0.5) / w * box_w)
+        draw.line((x, bottom, x, bottom + TICK_LEN), fill="black")
+        draw.text((x, bottom + TICK_LEN + 1), str(col), fill="black", font=tick_font, anchor="mt")
+    widest_row = 0
+    for row in _index_ticks(h):
+        y = TOP + round((row + 0.5) / h * box_h)
+        draw.line((LEFT - 1 - TICK_LEN, y, LEFT - 1, y), fill="black")
+        draw.text((LEFT - 2 - TICK_LEN, y), str(row), fill="black", font=tick_font, anchor="rm")
+        widest_row = max(widest_row, _text_width(str(row), tick_font))
+    draw.text(
+        (LEFT + box_w // 2, bottom + TICK_LEN + TICK_PX + 4), "column", fill="black", font=label_font, anchor="mt"
     )
-    image = ax.imshow(
-        np.zeros((1, 1)),
-        cmap=colormap,
-        interpolation="nearest",
-        extent=(-0.5, w - 0.5, h - 0.5, -0.5),
-        aspect="auto" if wide else "equal",
+    _upright(
+        canvas,
+        "row",
+        label_font,
+        (max(LABEL_PX // 2 + 1, LEFT - 4 - TICK_LEN - widest_row - LABEL_PX), TOP + box_h // 2),
     )
-    colorbar = fig.colorbar(image, cax=cax, extend=extend)
-    colorbar.ax.tick_params(labelsize=7)
-    ax.xaxis.set_major_locator(MaxNLocator(4, integer=True))
-    ax.yaxis.set_major_locator(MaxNLocator(4, integer=True))
-    ax.set_xlabel("column", fontsize=8)
-    ax.set_ylabel("row", fontsize=8)
-    ax.tick_params(labelsize=7)
-    _templates[key] = _Template(fig, ax, image, colorbar)
-    return _templates[key]
+    draw.text((LEFT + box_w // 2, TOP - 5), title, fill="black", font=title_font, anchor="md")
+
+    # the colour bar, highest value on top; an arrow for values beyond an end
+    arrow = max(4, round(ARROW_FRACTION * box_h))
+    top, end = TOP + (arrow if above else 0), bottom - (arrow if below else 0)
+    ramp = colormap(np.linspace(1.0, 0.0, end - top).reshape(-1, 1), bytes=True)[..., :3]
+    canvas.paste(Image.fromarray(np.ascontiguousarray(np.repeat(ramp, BAR_W, axis=1))), (bar_x, top))
+    middle = bar_x + BAR_W // 2
+    if above:
+        draw.polygon(
+            [(bar_x, top), (bar_x + BAR_W, top), (middle, TOP)], fill=_rgb(colormap.get_over()), outline="black"
+        )
+    if below:
+        draw.polygon(
+            [(bar_x, end), (bar_x + BAR_W, end), (middle, bottom)], fill=_rgb(colormap.get_under()), outline="black"
+        )
+    draw.rectangle((bar_x - 1, top - 1, bar_x + BAR_W, end), outline="black")
+    for value, text in ticks.items():
+        y = end - round((value - vmin) / (vmax - vmin) * (end - top)) if vmax > vmin else end
+        draw.line((bar_x + BAR_W, y, bar_x + BAR_W + TICK_LEN - 1, y), fill="black")
+        draw.text((bar_x + BAR_W + TICK_LEN + 1, y), text, fill="black", font=tick_font, anchor="lm")
+    _upright(canvas, label, label_font, (labels_right + 6 + LABEL_PX // 2, TOP + box_h // 2))
+    return png_data_uri(canvas)
 
 
-def _panel(aspect: float | None) -> tuple[Figure, Axes, Axes]:
-    """A figure holding the image's axes, as big as its aspect ratio (height /
-    width; None: any) allows, and a colour bar of the same height beside it.
-    The figure is as tall as the image needs.  Positions are computed, not
-    laid out automatically: that would triple the drawing time."""
-    width, max_height = PANEL_INCHES
-    left, bottom, right, top = 0.55, 0.45, 1.05, 0.35  # inches kept for ticks, labels, colour bar, title
-    box_w, box_h = width - left - right, max_height - bottom - top
-    if aspect is not None:
-        box_w, box_h = min(box_w, box_h / aspect), max(min(box_h, box_w * aspect), 1.6)  # the image keeps its aspect
-    height = box_h + bottom + top
-    fig = Figure(figsize=(width, height), dpi=DPI)
-    ax = fig.add_axes((left / width, bottom / height, box_w / width, box_h / height))
-    cax = fig.add_axes(((left + box_w + 0.12) / width, bottom / height, 0.14 / width, box_h / height))
-    return fig, ax, cax
+# Layout in pixels: a panel is WIDTH wide and at most MAX_HEIGHT high, the
+# image's box as big as its aspect ratio allows between the margins.
+WIDTH, MAX_HEIGHT = round(PANEL_INCHES[0] * DPI), round(PANEL_INCHES[1] * DPI)
+LEFT, BOTTOM, RIGHT, TOP = 44, 36, 84, 28  # kept for ticks and labels, the colour bar, the title
+MIN_BOX_HEIGHT = 128
+BAR_GAP, BAR_W, TICK_LEN = 10, 11, 4
+ARROW_FRACTION = 0.05  # of the bar's height, as matplotlib draws its extensions
+TICK_PX, LABEL_PX, TITLE_PX = 8, 9, 11  # font sizes: 7, 8 and 10 points at DPI
+FONT = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"  # shipped with matplotlib
+
+# NaN/inf are drawn in a colour that no value has.
+_COLORMAPS = {
+    False: colormaps[VALUES_CMAP].with_extremes(bad="#ff2a2a"),
+    True: colormaps[DIFF_CMAP].with_extremes(bad="#00c8ff"),
+}
+for _colormap in _COLORMAPS.values():
+    _colormap(0.0)  # builds its lookup table now, not in two threads at once
+
+
+def _box(h: int, w: int) -> tuple[int, int]:
+    """The image box's width and height for an array of ``h`` x ``w``: its
+    aspect ratio kept, except for vectors and strips, which fill the box."""
+    box_w, box_h = WIDTH - LEFT - RIGHT, MAX_HEIGHT - TOP - BOTTOM
+    if max(h, w) / max(min(h, w), 1) > 8:
+        return box_w, box_h
+    aspect = h / w
+    return round(min(box_w, box_h / aspect)), round(max(min(box_h, box_w * aspect), MIN_BOX_HEIGHT))
+
+
+def _index_ticks(n: int) -> range:
+    """At most five row or column numbers from 0, a round step apart (1, 2,
+    2.5 or 5 times a power of ten, a whole number)."""
+    raw = max(1.0, n / 5)
+    magnitude = 10 ** math.floor(math.log10(raw))
+    steps = (m * magnitude for m in (1, 2, 2.5, 5, 10))
+    return range(0, n, int(next(s for s in steps if s >= raw and float(s).is_integer())))
+
+
+def _value_ticks(vmin: float, vmax: float) -> dict[float, str]:
+    """At most six round values within the colour scale, with labels that
+    show their differences and no more digits."""
+    values = [float(v) for v in MaxNLocator(5).tick_values(vmin, vmax)]
+    slack = (vmax - vmin) * 1e-9
+    values = [min(max(v, vmin), vmax) for v in values if vmin - slack <= v <= vmax + slack]  # no rounding error out
+    if not values:
+        return {}
+    step = values[1] - values[0] if len(values) > 1 else abs(values[0]) or 1.0
+    biggest = max(abs(v) for v in values)
+    scientific = biggest >= 1e5 or 0 < biggest < 1e-3
+    for digits in range(12):
+        texts = [f"{v:.{digits}e}" if scientific else f"{v:.{digits}f}" for v in values]
+        if all(abs(float(t) - v) <= step * 1e-6 for t, v in zip(texts, values, strict=True)):
+            break
+    return {v: ("0" if float(t) == 0 else t.replace("-", "\N{MINUS SIGN}")) for v, t in zip(values, texts, strict=True)}
+
+
+_fonts = threading.local()  # FreeType faces are not to be shared by threads drawing at once
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont:
+    cache = _fonts.__dict__.setdefault("by_size", {})
+    if size not in cache:
+        cache[size] = ImageFont.truetype(str(FONT), size)
+    return cache[size]
+
+
+def _text_width(text: str, font: ImageFont.FreeTypeFont) -> int:
+    return math.ceil(font.getlength(text))
+
+
+def _upright(canvas: Image.Image, text: str, font: ImageFont.FreeTypeFont, centre: tuple[int, int]) -> None:
+    """``text`` read from bottom to top, centred on ``centre``."""
+    left, top, right, bottom = (math.ceil(c) for c in font.getbbox(text))
+    mask = Image.new("L", (right - left + 2, bottom - top + 2), 0)
+    ImageDraw.Draw(mask).text((1 - left, 1 - top), text, fill=255, font=font)
+    mask = mask.transpose(Image.Transpose.ROTATE_90)
+    canvas.paste((0, 0, 0), (centre[0] - mask.width // 2, centre[1] - mask.height // 2), mask)
+
+
+def _rgb(rgba: tuple[float, ...] | np.ndarray) -> tuple[int, int, int]:
+    r, g, b = (round(float(c) * 255) for c in rgba[:3])
+    return r, g, b
 
 
 def score_histogram(scores: list[float], max_score: float) -> str:
@@ -194,8 +280,11 @@ def score_histogram(scores: list[float], max_score: float) -> str:
     return png_data_uri(fig)
 
 
-def png_data_uri(fig: Figure) -> str:
+def png_data_uri(image: Figure | Image.Image) -> str:
     buffer = io.BytesIO()
-    # zlib's fastest level: a third less drawing time per image, and no bigger for these
-    FigureCanvasAgg(fig).print_png(buffer, metadata={"Software": None}, pil_kwargs={"compress_level": 1})
+    # zlib's fastest level: a third less encoding time per image, and no bigger for these
+    if isinstance(image, Figure):
+        FigureCanvasAgg(image).print_png(buffer, metadata={"Software": None}, pil_kwargs={"compress_level": 1})
+    else:
+        image.save(buffer, "png", compress_level=1)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

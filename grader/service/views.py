@@ -69,17 +69,15 @@ def feedback_page(
 class FeedbackPages:
     """Feedback pages drawn once per submission and reader kind, cached in the
     store; a request for a page being drawn waits for it instead of drawing it
-    again.  Drawing is the slow part (matplotlib), so the pool draws a
-    student's page as soon as the result is stored when it has nothing else
-    to do (:meth:`prepare`), and the images of the expected values, the same
-    on every page, are drawn once."""
+    again.  Drawing is the slow part, so the pool draws a student's page as
+    soon as the result is stored when it has nothing else to do
+    (:meth:`prepare`), and the images of the expected values, the same on
+    every page, are drawn once."""
 
     def __init__(self, store: Store, served: dict[str, Served]) -> None:
         self.store, self.served = store, served
         self._locks: dict[Path, threading.Lock] = {}
         self._guard = threading.Lock()
-        # one page at a time: matplotlib is not thread-safe, and the GIL would serialise it anyway
-        self._drawing = threading.Lock()
         self._images: dict[str, dict] = {}  # references key -> expected-value images, the same on every page
 
     def path(self, sid: str, instructor: bool) -> Path:
@@ -96,16 +94,15 @@ class FeedbackPages:
                 if not isinstance(result, Result):
                     raise ServiceError(f"the result of {sub.id} cannot be read: {result}")
                 served = self.served[sub.assignment]
-                with self._drawing:
-                    feedback_page(
-                        result,
-                        served.assignment,
-                        served.references,
-                        self.store.answers_file(sub.id),
-                        path,
-                        instructor,
-                        self._images.setdefault(served.key, {}),
-                    )
+                feedback_page(
+                    result,
+                    served.assignment,
+                    served.references,
+                    self.store.answers_file(sub.id),
+                    path,
+                    instructor,
+                    self._images.setdefault(served.key, {}),
+                )
         with self._guard:
             self._locks.pop(path, None)
         return path
