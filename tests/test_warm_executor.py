@@ -156,14 +156,14 @@ def test_background_processes_do_not_survive_the_run(grade_warm, tmp_path, new_s
 
 def test_zygote_is_reused_and_restarted_when_killed(warm, grade_warm):
     assert grade_warm(FIXTURES / "correct.ipynb").score == 10
-    first = warm.zygote_pid
+    first = warm.warm_parent
     assert grade_warm(FIXTURES / "correct.ipynb").score == 10
-    assert warm.zygote_pid == first  # one zygote, many children
+    assert warm.warm_parent == first  # one zygote, many children
 
     os.kill(first, signal.SIGKILL)
     result = grade_warm(FIXTURES / "correct.ipynb")
     assert result.score == 10 and result.cells == [], result.output
-    assert warm.zygote_pid not in (None, first)
+    assert warm.warm_parent not in (None, first)
     assert not running(first)
 
 
@@ -210,7 +210,7 @@ def test_grader_never_imports_tensorflow_and_its_death_ends_the_zygote(reference
         "executor = WarmExecutor()\n"
         f"result = grade({str(FIXTURES / 'correct.ipynb')!r}, 'conv2d', executor=executor)\n"
         "print(result.score, sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))\n"
-        "print(executor.zygote_pid, flush=True)\n"
+        "print(executor.warm_parent, flush=True)\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -105,6 +105,12 @@ class Executor(Protocol):
         """Let at most ``jobs`` notebooks execute at a time; returns how many
         submissions a caller should grade at once to keep that many busy."""
 
+    @property
+    def warm_parent(self) -> int | None:
+        """The process id of the parent kept between notebooks, while one runs
+        (None for an executor that keeps none): a new id means the old parent
+        died and was replaced."""
+
     def close(self) -> None:
         """Stop whatever the executor keeps between notebooks."""
 

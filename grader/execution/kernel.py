@@ -86,6 +86,10 @@ class KernelExecutor:
     def lanes(self, jobs: int) -> int:
         return jobs  # a kernel's start-up is most of its cost, and it needs the cores: nothing to overlap
 
+    @property
+    def warm_parent(self) -> int | None:
+        return None  # a fresh kernel per notebook
+
     def run(self, plan: ExecutionPlan, workdir: Workdir) -> ExecutionRecord:
         with lease_uid() as uid:  # held until every process of the submission is gone
             return self._run(plan, workdir, uid.uid)

@@ -127,8 +127,8 @@ class WarmExecutor:
             zygote.close()
 
     @property
-    def zygote_pid(self) -> int | None:
-        """The zygote's process id, if one is running (for tests and monitoring)."""
+    def warm_parent(self) -> int | None:
+        """The zygote's process id, if one is running."""
         zygote = self._zygote
         return zygote.process.pid if zygote else None
 

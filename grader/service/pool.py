@@ -138,7 +138,7 @@ class GradingPool:
             return
         try:
             self.executor.start()
-            self._parent = self._parent_pid()
+            self._parent = self.executor.warm_parent
             self._warm_up()
         except Exception as exc:
             self.failed = f"{type(exc).__name__}: {exc}"
@@ -224,13 +224,13 @@ class GradingPool:
     def _grade(self, sub: Submission, served: Served) -> Result | None:
         path = self.store.submission_file(sub)
         for attempt in range(1 + REGRADES):
-            parent = self._parent_pid()
+            parent = self.executor.warm_parent
             result = grade_safely(
                 path, served.assignment, self.executor, served.references, **self._options(served, sub)
             )
             if self._closing.is_set():
                 return None
-            lost = parent is not None and self._parent_pid() != parent
+            lost = parent is not None and self.executor.warm_parent != parent
             if not lost and result.status != "error":
                 break
             if attempt < REGRADES:
@@ -258,10 +258,6 @@ class GradingPool:
 
     # --- always warm ----------------------------------------------------------------------
 
-    def _parent_pid(self) -> int | None:
-        pid = getattr(self.executor, "zygote_pid", None)  # the warm executor's; the kernel executor keeps none
-        return pid if isinstance(pid, int) else None
-
     def _supervise(self) -> None:
         """Start a new warm parent as soon as the old one is gone, and count it."""
         while not self._closing.wait(SUPERVISE_EVERY):
@@ -270,7 +266,7 @@ class GradingPool:
             except Exception:
                 log.exception("grader serve: the warm parent could not be started again")
                 continue
-            pid = self._parent_pid()
+            pid = self.executor.warm_parent
             if pid is not None and self._parent is not None and pid != self._parent:
                 self.metrics.pool_restarts.inc()
                 log.warning("grader serve: the warm parent %s died; %s started", self._parent, pid)
