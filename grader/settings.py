@@ -47,6 +47,9 @@ class ServeSettings(BaseModel):
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=0)  # graded at a time; 0: only queue
     queue_limit: int = Field(default=500, ge=1)  # submissions waiting beyond which a new one gets 429
     max_upload_mb: float = Field(default=50, gt=0)  # a larger request gets 413
+    # Days the feedback pages' pictures (the captured arrays, about 4 MB a submission of the lesson, and the
+    # drawn pages) are kept after grading; None: for ever.  Results and notebooks are always kept.
+    keep_answers_days: float | None = Field(default=None, gt=0)
 
 
 class Settings(BaseSettings):

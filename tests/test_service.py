@@ -8,16 +8,18 @@ import json
 import sqlite3
 import subprocess
 import sys
+import time
 import urllib.parse
 
 import pytest
 from conftest import FIXTURES, ROOT
+from result_factory import make_result
 from serving import get, multipart, post_notebook, request, start_server
 
 from grader.errors import GraderError, ServiceError
 from grader.service.access import Role, check_binding, is_loopback, role
 from grader.service.client import ServiceClient
-from grader.service.store import safe_file_name
+from grader.service.store import Store, safe_file_name
 from grader.settings import ServeSettings, load_settings
 
 STUDENT, TEACHER = "student-token-1", "teacher-token-1"
@@ -268,3 +270,24 @@ def test_accepted_submissions_survive_a_kill_in_their_order(tmp_path):
         ]
     finally:
         again.stop()
+
+
+def test_old_pictures_go_and_the_grade_of_record_stays(tmp_path):
+    """keep_answers_days: a graded submission's kept answers and drawn pages
+    go once it is past its time; its notebook, result and row stay, and a
+    submission not graded yet keeps everything."""
+    store = Store(tmp_path / "data")
+    graded, waiting = (store.add("conv2d", "mine.ipynb", CORRECT.read_bytes()) for _ in range(2))
+    store.finish(graded.id, make_result("mine.ipynb"))
+    pictures = {}
+    for sub in (graded, waiting):
+        pictures[sub.id] = [store.answers_file(sub.id), store.feedback_file(sub.id), store.feedback_file(sub.id, True)]
+        for path in pictures[sub.id]:
+            path.write_bytes(b"x")
+    assert store.remove_pictures(graded_before=time.time() - 3600) == 0  # graded just now: kept
+    assert store.remove_pictures(graded_before=time.time() + 1) == 3
+    assert not any(p.exists() for p in pictures[graded.id]) and all(p.exists() for p in pictures[waiting.id])
+    assert store.result_file(graded.id).is_file() and store.submission_file(graded).read_bytes() == CORRECT.read_bytes()
+    assert store.get(graded.id).state == "done" and store.get(graded.id).score == 10
+    assert store.remove_pictures(graded_before=time.time() + 1) == 0  # nothing left to remove
+    store.close()

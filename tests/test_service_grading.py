@@ -69,6 +69,31 @@ def test_the_feedback_page_has_its_pictures(server):
     assert status == 200 and answers[:4] == b"PK\x03\x04"
 
 
+def test_pictures_go_after_their_days_and_the_grade_stays(tmp_path, references):
+    """GRADER_SERVE__KEEP_ANSWERS_DAYS (here about 4 s): past it, the kept
+    answers and the page's pictures are removed; the result, the notebook and
+    a page saying why the pictures are gone remain."""
+    days = 5e-5
+    server = start_server(tmp_path / "data", "--workers", "1", env={"GRADER_SERVE__KEEP_ANSWERS_DAYS": str(days)})
+    try:
+        sid = post_notebook(server, "conv2d", FIXTURES / "correct.ipynb")[1]["id"]
+        graded = wait_result(server, sid)
+        deadline = time.monotonic() + days * 86400 + 30
+        while request(server, "GET", f"submissions/{sid}/answers.npz")[0] == 200:
+            assert time.monotonic() < deadline, "the answers were never removed"
+            time.sleep(0.5)
+        status, _, page = request(server, "GET", f"submissions/{sid}/feedback")
+        page = page.decode()
+        assert status == 200 and "10 / 10 points" in page and "data:image/png" not in page
+        assert "pictures of this submission were removed" in page
+        assert get(server, f"submissions/{sid}") == (200, graded)
+        assert [p.name for p in (server.data / "submissions" / sid).iterdir()] == ["correct.ipynb"]
+        metrics = request(server, "GET", "metrics")[2].decode()
+        assert float(re.search(r"grader_pictures_removed_total ([\d.]+)", metrics).group(1)) >= 1
+    finally:
+        server.stop()
+
+
 def test_check_and_batch_use_the_running_service(server, tmp_path):
     notebook = tmp_path / "mine.ipynb"
     notebook.write_bytes((FIXTURES / "swapped_strides.ipynb").read_bytes())

@@ -127,14 +127,16 @@ def write_submission_report(
     *,
     assignment: Assignment | None = None,
     images: dict | None = None,
+    notes: list[str] | None = None,
 ) -> Path:
     """One student's page.  ``answers``: the captured arrays by answer name
     (any may be missing).  Without ``assignment``, answers checked by a
     ``compute`` check get no expected image (their computation is in the spec).
     ``images``: a cache of the expected-value images, to share between pages
-    drawn from the same references (a service draws one page at a time)."""
+    drawn from the same references.  ``notes``: said at the top of the page."""
     out_html.parent.mkdir(parents=True, exist_ok=True)
-    _write(out_html, submission_page(result, answers, references, assignment, [], {} if images is None else images))
+    page = submission_page(result, answers, references, assignment, notes or [], {} if images is None else images)
+    _write(out_html, page)
     return out_html
 
 

@@ -47,6 +47,9 @@ class Metrics:
         self.pool_restarts = Counter(
             "grader_pool_restarts", "Warm parents started again after the previous one died", registry=r
         )
+        self.pictures_removed = Counter(
+            "grader_pictures_removed", "Kept answers and feedback pages removed after keep_answers_days", registry=r
+        )
 
     def text(self) -> bytes:
         return generate_latest(self.registry)

@@ -8,7 +8,10 @@ service; :meth:`Service.run` serves until SIGINT or SIGTERM.
 
 from __future__ import annotations
 
+import logging
 import socket
+import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -20,8 +23,13 @@ from grader.settings import ServeSettings
 if TYPE_CHECKING:
     import uvicorn
 
+    from grader.service.metrics import Metrics
     from grader.service.pool import GradingPool, Served
     from grader.service.store import Store
+
+DAY = 86400.0
+REMOVE_EVERY = 3600.0  # seconds between looks for pictures past their time, at most
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -32,18 +40,40 @@ class Service:
     pool: GradingPool
     server: uvicorn.Server
     listener: socket.socket
+    metrics: Metrics
+    keep_answers_days: float | None = None
 
     def run(self) -> None:
         """Serve until SIGINT or SIGTERM, or until the grading pool fails to
         start (raised as :class:`ServiceError`: a service that cannot grade
         should not look alive; what it accepted meanwhile stays queued)."""
+        stop = threading.Event()
+        remover = threading.Thread(target=self._remove_old_pictures, args=(stop,), name="grader-retention")
+        if self.keep_answers_days is not None:
+            remover.start()
         try:
             self.server.run(sockets=[self.listener])
         finally:
+            stop.set()
+            if remover.is_alive():
+                remover.join()
             self.listener.close()
             self.store.close()
         if self.pool.failed:
             raise ServiceError(f"the grading pool could not start: {self.pool.failed}")
+
+    def _remove_old_pictures(self, stop: threading.Event) -> None:
+        """At start and then ten times per retention period (at most hourly):
+        the pictures of submissions graded longer ago than ``keep_answers_days``."""
+        assert self.keep_answers_days is not None  # started only then
+        kept = self.keep_answers_days * DAY
+        while True:
+            try:
+                self.metrics.pictures_removed.inc(self.store.remove_pictures(time.time() - kept))
+            except Exception:  # a full or read-only disk: grading goes on, the next look tries again
+                log.exception("grader serve: could not remove old pictures")
+            if stop.wait(min(REMOVE_EVERY, kept / 10)):
+                return
 
 
 def prepare(
@@ -70,7 +100,7 @@ def prepare(
     counts = store.counts
     metrics = Metrics(queued=lambda: counts()["queued"], running=lambda: counts()["running"])
     waiters = Waiters()
-    pages = FeedbackPages(store, served)
+    pages = FeedbackPages(store, served, settings.keep_answers_days)
     pool = GradingPool(
         store,
         served,
@@ -96,7 +126,9 @@ def prepare(
     )
     server = uvicorn.Server(config)
     shown = f"[{host}]" if ":" in host else host
-    return Service(f"http://{shown}:{port}/", served, store, pool, server, listener)
+    return Service(
+        f"http://{shown}:{port}/", served, store, pool, server, listener, metrics, settings.keep_answers_days
+    )
 
 
 def _listen(host: str, port: int) -> socket.socket:

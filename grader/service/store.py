@@ -10,10 +10,14 @@ file exists is done (see :meth:`Store.pending`), never graded a second time.
 Layout of ``data_dir``::
 
     queue.sqlite                  submissions (state, attempts, times) and assignments (open or closed)
-    submissions/<id>.ipynb        the bytes received
+    submissions/<id>/<file name>  the bytes received
     results/<id>.json             the result (the CLI's schema)
     answers/<id>.npz              the captured arrays, for the feedback page's pictures
-    feedback/<id>.html            the feedback page, rendered on first request
+    feedback/<id>.html            the feedback page, rendered on first request (.instructor.html: all checks)
+
+The notebook, the result and the row are the grade of record and are kept.
+The answers and the drawn pages, by far the largest files, may be removed
+after a while (:meth:`Store.remove_pictures`, ``keep_answers_days``).
 """
 
 from __future__ import annotations
@@ -128,8 +132,26 @@ class Store:
     def answers_file(self, sid: str) -> Path:
         return self.answers / f"{sid}.npz"
 
-    def feedback_file(self, sid: str) -> Path:
-        return self.feedback / f"{sid}.html"
+    def feedback_file(self, sid: str, instructor: bool = False) -> Path:
+        return self.feedback / f"{sid}.instructor.html" if instructor else self.feedback / f"{sid}.html"
+
+    def remove_pictures(self, graded_before: float) -> int:
+        """Delete the kept answers and the drawn feedback pages of the
+        submissions graded before ``graded_before`` (Unix time); returns how
+        many files went.  Rows, notebooks and results stay."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id FROM submissions WHERE state = 'done' AND finished_at < ?", (graded_before,)
+            ).fetchall()
+        removed = 0
+        for (sid,) in rows:
+            for path in (self.answers_file(sid), self.feedback_file(sid), self.feedback_file(sid, instructor=True)):
+                try:
+                    path.unlink()
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+        return removed
 
     def _durable(self, path: Path, data: bytes) -> None:
         """Whole or not at all, and still there after a power cut (the rename flushed too)."""

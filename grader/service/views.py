@@ -9,6 +9,7 @@ they add up to, as Gradescope shows hidden tests to instructors only.
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,8 @@ from grader.service.store import Store, Submission
 
 if TYPE_CHECKING:
     from grader.service.pool import Served
+
+DAY = 86400.0
 
 
 def hidden_checks(assignment: Assignment) -> set[str]:
@@ -53,6 +56,7 @@ def feedback_page(
     out_html: Path,
     instructor: bool,
     images: dict | None = None,
+    notes: list[str] | None = None,
 ) -> Path:
     """Write the feedback page (pictures from the kept answers) that this
     reader may see; the same page ``grader check`` and ``grader report`` write.
@@ -60,10 +64,17 @@ def feedback_page(
     shown = shown_result(result, assignment, instructor)
     hidden = hidden_checks(assignment)
     if not instructor and hidden == {c.name for c in assignment.spec.checks}:  # nothing to draw
-        return write_submission_report(shown, {}, references, out_html)
+        return write_submission_report(shown, {}, references, out_html, notes=notes)
     seen = assignment.for_students() if hidden and not instructor else assignment
     answers, _ = load_answer_arrays(answers_file, int(assignment.spec.limits.max_answer_mb * 2**20), seen.spec.answers)
-    return write_submission_report(shown, answers, references, out_html, assignment=seen, images=images)
+    return write_submission_report(shown, answers, references, out_html, assignment=seen, images=images, notes=notes)
+
+
+def pictures_removed(days: float) -> str:
+    return (
+        f"The pictures of this submission were removed: this service keeps them for {days:g} days after grading. "
+        "The score and the feedback are kept."
+    )
 
 
 class FeedbackPages:
@@ -74,14 +85,14 @@ class FeedbackPages:
     (:meth:`prepare`), and the images of the expected values, the same on
     every page, are drawn once."""
 
-    def __init__(self, store: Store, served: dict[str, Served]) -> None:
-        self.store, self.served = store, served
+    def __init__(self, store: Store, served: dict[str, Served], keep_answers_days: float | None = None) -> None:
+        self.store, self.served, self.keep_answers_days = store, served, keep_answers_days
         self._locks: dict[Path, threading.Lock] = {}
         self._guard = threading.Lock()
         self._images: dict[str, dict] = {}  # references key -> expected-value images, the same on every page
 
     def path(self, sid: str, instructor: bool) -> Path:
-        return self.store.feedback_file(sid).with_suffix(".instructor.html" if instructor else ".html")
+        return self.store.feedback_file(sid, instructor)
 
     def get(self, sub: Submission, instructor: bool) -> Path:
         """The page (drawn now if need be); the submission must be done and its assignment served."""
@@ -94,14 +105,20 @@ class FeedbackPages:
                 if not isinstance(result, Result):
                     raise ServiceError(f"the result of {sub.id} cannot be read: {result}")
                 served = self.served[sub.assignment]
+                answers = self.store.answers_file(sub.id)
+                days = self.keep_answers_days
+                expired = (
+                    days is not None and sub.finished_at is not None and time.time() - sub.finished_at > days * DAY
+                )
                 feedback_page(
                     result,
                     served.assignment,
                     served.references,
-                    self.store.answers_file(sub.id),
+                    answers,
                     path,
                     instructor,
                     self._images.setdefault(served.key, {}),
+                    [pictures_removed(days)] if days is not None and expired and not answers.is_file() else [],
                 )
         with self._guard:
             self._locks.pop(path, None)
