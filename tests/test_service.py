@@ -256,6 +256,26 @@ def test_the_page_and_its_files(server):
     assert listing["auth"] == "token" and [a["name"] for a in listing["assignments"]] == ["conv2d", "edges"]
 
 
+@pytest.mark.parametrize(
+    "method, path, token, status",
+    [
+        ("GET", "", None, 200),
+        ("GET", "healthz", None, 200),
+        ("GET", "submissions/no-such-id", None, 404),
+        ("POST", "assignments/conv2d/submissions", None, 401),
+        ("POST", "assignments/conv2d/submissions", STUDENT, 202),
+    ],
+)
+def test_every_answer_keeps_its_url_out_of_referers(server, method, path, token, status):
+    """Submission ids in URLs are what let their holder read a result: every
+    answer, refusals and errors included, says no-referrer (and nosniff)."""
+    body = CORRECT.read_bytes() if method == "POST" else None
+    headers = {"Content-Type": "application/json", **(auth(token) if token else {})}
+    got, answer_headers, _ = request(server, method, path, body, headers)
+    assert got == status
+    assert answer_headers["Referrer-Policy"] == "no-referrer" and answer_headers["X-Content-Type-Options"] == "nosniff"
+
+
 def test_accepted_submissions_survive_a_kill_in_their_order(tmp_path):
     data = tmp_path / "data"
     server = start_server(data, "--workers", "0")

@@ -74,7 +74,7 @@ def grade_on_cluster(
             if kept_at is not None and answers is not None:
                 if budget.take(len(answers)):  # the worker kept at most a submission's share
                     kept_at[submission].parent.mkdir(parents=True, exist_ok=True)
-                    write_atomic(kept_at[submission], answers)
+                    write_atomic(kept_at[submission], answers, cache=False)
                 else:
                     result.notices.append(
                         f"answers not kept for the report: the batch's {budget.per_batch // 2**20} MB "
