@@ -88,7 +88,10 @@ def read_submission(path: Path | str, max_bytes: int) -> Submission:
     if not isinstance(data, dict) or not ("cells" in data or "worksheets" in data):
         raise InvalidSubmission(f"{path.name}: valid JSON but not a Jupyter notebook (no 'cells')")
     try:
-        notebook = nbformat.reads(text, as_version=4, capture_validation_error={})
+        # Not nbformat.reads: it also validates against nbformat's schema only
+        # to log what it finds, and compiling that schema delays the first
+        # notebook of every process; the structure we need is checked below.
+        notebook = nbformat.convert(nbformat.reader.reads(text), 4)
     except RecursionError:
         raise InvalidSubmission(f"{path.name}: not a notebook: the JSON is nested too deeply") from None
     except Exception as exc:  # nbformat raises many types for broken structure
