@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from grader.service.pool import GradingPool, Served
     from grader.service.store import Store
 
-DAY = 86400.0
 REMOVE_EVERY = 3600.0  # seconds between looks for pictures past their time, at most
 log = logging.getLogger(__name__)
 
@@ -66,6 +65,8 @@ class Service:
         """At start and then ten times per retention period (at most hourly):
         the pictures of submissions graded longer ago than ``keep_answers_days``."""
         assert self.keep_answers_days is not None  # started only then
+        from grader.service.store import DAY
+
         kept = self.keep_answers_days * DAY
         while True:
             try:

@@ -41,6 +41,7 @@ from grader.grading.results_dir import write_atomic
 from grader.model.result import Result
 
 State = Literal["queued", "running", "done"]
+DAY = 86400.0  # seconds: keep_answers_days counts in days
 DATABASE = "queue.sqlite"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS submissions (

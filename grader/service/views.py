@@ -18,12 +18,10 @@ from grader.grading.results_dir import read_result
 from grader.model.assignment import Assignment
 from grader.model.result import Result
 from grader.reports.html import load_answer_arrays, write_submission_report
-from grader.service.store import Store, Submission
+from grader.service.store import DAY, Store, Submission
 
 if TYPE_CHECKING:
     from grader.service.pool import Served
-
-DAY = 86400.0
 
 
 def hidden_checks(assignment: Assignment) -> set[str]:
