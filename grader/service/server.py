@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -64,16 +63,16 @@ class Service:
     def _remove_old_pictures(self, stop: threading.Event) -> None:
         """At start and then ten times per retention period (at most hourly):
         the pictures of submissions graded longer ago than ``keep_answers_days``."""
-        assert self.keep_answers_days is not None  # started only then
-        from grader.service.store import DAY
+        from grader.service.store import DAY, graded_before
 
-        kept = self.keep_answers_days * DAY
+        days = self.keep_answers_days
+        assert days is not None  # started only then
         while True:
             try:
-                self.metrics.pictures_removed.inc(self.store.remove_pictures(time.time() - kept))
+                self.metrics.pictures_removed.inc(self.store.remove_pictures(graded_before(days)))
             except Exception:  # a full or read-only disk: grading goes on, the next look tries again
                 log.exception("grader serve: could not remove old pictures")
-            if stop.wait(min(REMOVE_EVERY, kept / 10)):
+            if stop.wait(min(REMOVE_EVERY, days * DAY / 10)):
                 return
 
 

@@ -85,6 +85,11 @@ class Submission:
     result_status: str | None
 
 
+def graded_before(days: float) -> float:
+    """The Unix time before which a graded submission's pictures are past ``keep_answers_days``."""
+    return time.time() - days * DAY
+
+
 class Store:
     """The queue and the files, shared by the web server's threads and the
     grading workers (one connection, one lock: every statement is short)."""

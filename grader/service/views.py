@@ -9,7 +9,6 @@ they add up to, as Gradescope shows hidden tests to instructors only.
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,7 +17,7 @@ from grader.grading.results_dir import read_result
 from grader.model.assignment import Assignment
 from grader.model.result import Result
 from grader.reports.html import load_answer_arrays, write_submission_report
-from grader.service.store import DAY, Store, Submission
+from grader.service.store import Store, Submission, graded_before
 
 if TYPE_CHECKING:
     from grader.service.pool import Served
@@ -89,12 +88,9 @@ class FeedbackPages:
         self._guard = threading.Lock()
         self._images: dict[str, dict] = {}  # references key -> expected-value images, the same on every page
 
-    def path(self, sid: str, instructor: bool) -> Path:
-        return self.store.feedback_file(sid, instructor)
-
     def get(self, sub: Submission, instructor: bool) -> Path:
         """The page (drawn now if need be); the submission must be done and its assignment served."""
-        path = self.path(sub.id, instructor)
+        path = self.store.feedback_file(sub.id, instructor)
         with self._guard:
             lock = self._locks.setdefault(path, threading.Lock())
         with lock:
@@ -104,10 +100,6 @@ class FeedbackPages:
                     raise ServiceError(f"the result of {sub.id} cannot be read: {result}")
                 served = self.served[sub.assignment]
                 answers = self.store.answers_file(sub.id)
-                days = self.keep_answers_days
-                expired = (
-                    days is not None and sub.finished_at is not None and time.time() - sub.finished_at > days * DAY
-                )
                 feedback_page(
                     result,
                     served.assignment,
@@ -116,11 +108,18 @@ class FeedbackPages:
                     path,
                     instructor,
                     self._images.setdefault(served.key, {}),
-                    [pictures_removed(days)] if days is not None and expired and not answers.is_file() else [],
+                    self._removed(sub, answers),
                 )
         with self._guard:
             self._locks.pop(path, None)
         return path
+
+    def _removed(self, sub: Submission, answers: Path) -> list[str]:
+        """Why the page has no pictures, if they were removed after ``keep_answers_days``."""
+        days = self.keep_answers_days
+        if days is None or answers.is_file() or sub.finished_at is None or sub.finished_at >= graded_before(days):
+            return []
+        return [pictures_removed(days)]
 
     def prepare(self, sub: Submission) -> None:
         """Draw the student's page ahead of its request (errors wait for the request)."""
