@@ -378,6 +378,30 @@ def test_npy_file_over_limit_rejected_before_reading(tmp_path):
     assert load_npy(path, 16000).shape == (2000,)
 
 
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(12, dtype=np.float32).reshape(3, 4),
+        np.asfortranarray(np.arange(12, dtype=np.float64).reshape(3, 4)),
+        np.arange(6, dtype=">i4").reshape(2, 3),  # big-endian, as another machine writes it
+        np.array(2.5),  # 0-d: a scalar answer
+        np.zeros((0, 3), dtype=np.float32),
+        np.array([True, False, True]),
+    ],
+    ids=["float32", "fortran_order", "big_endian", "0-d", "empty", "bool"],
+)
+def test_npy_answers_load_as_numpy_loads_them(tmp_path, array):
+    """Values, shape, dtype and a C-ordered, writable array of our own, as ``np.load`` gives."""
+    path = tmp_path / "a.npy"
+    np.save(path, array, allow_pickle=False)
+    loaded, reference = load_npy(path, MAX), np.load(path, allow_pickle=False)
+    assert loaded.dtype == reference.dtype and loaded.shape == reference.shape
+    assert np.array_equal(loaded, reference)
+    assert loaded.flags.c_contiguous and loaded.flags.writeable
+    loaded[...] = 0  # changing it changes nothing on disk
+    assert np.array_equal(np.load(path, allow_pickle=False), reference)
+
+
 def test_npy_version_2_is_accepted(tmp_path):
     path = tmp_path / "a.npy"
     _write_npy(path, (2,), data=np.array([1.0, 2.0]).tobytes(), version=(2, 0))

@@ -29,9 +29,16 @@ MATCH_CASES = [
     ("inf_in_actual", [INF], [1.0], 1.0, 1e9, False),
     ("inf_in_both", [INF], [INF], 1.0, 1e9, False),
     ("minus_inf_in_both", [-INF], [-INF], 1.0, 1e9, False),
+    # |1 - inf| <= inf holds in IEEE arithmetic: the infinite bound must not let it match
+    ("inf_only_in_expected", [1.0], [INF], 1.0, 1e9, False),
+    ("bound_overflows_to_inf", [1e308], [1.7e308], 1.0, 1e308, True),
     ("int_vs_float", np.array([1, 2, 3]), [1.0, 2.0, 3.0], 0.0, 0.0, True),
     ("bool_vs_float", np.array([True, False]), [1.0, 0.0], 0.0, 0.0, True),
     ("float32_actual", np.array([0.1, 0.2], dtype=np.float32), [0.1, 0.2], 1e-5, 1e-6, True),
+    # float32's 0.1 is 1.49e-9 from float64's: compared in float64, not in float32
+    ("float32_judged_in_float64", np.array([0.1], dtype=np.float32), [0.1], 0.0, 1e-9, False),
+    ("float16_actual", np.array([0.5, 2.0], dtype=np.float16), [0.5, 2.0], 0.0, 0.0, True),
+    ("longdouble_actual", np.array([1.0], dtype=np.longdouble), [1.0], 0.0, 0.0, True),
     ("empty", np.zeros((0, 3)), np.zeros((0, 3)), 0.0, 0.0, True),
     ("scalar", np.array(5.0), np.array(5.0), 0.0, 0.0, True),
 ]
@@ -74,6 +81,41 @@ def test_compare_values_metrics(actual, expected, atol, max_abs_error, fraction,
     assert cmp.mismatch_fraction == pytest.approx(fraction)
     assert cmp.nonfinite == nonfinite
     assert cmp.matches is (fraction == 0.0)
+
+
+def _by_definition(actual: np.ndarray, expected: np.ndarray, rtol: float, atol: float) -> tuple:
+    """compare_values's contract, element by element in plain Python floats."""
+    pairs = [(float(x), float(y)) for x, y in zip(actual.ravel().tolist(), expected.ravel().tolist(), strict=True)]
+    finite = [math.isfinite(x) and math.isfinite(y) for x, y in pairs]
+    ok = [f and abs(x - y) <= atol + rtol * abs(y) for (x, y), f in zip(pairs, finite, strict=True)]
+    errors = [abs(x - y) for (x, y), f in zip(pairs, finite, strict=True) if f]
+    return (
+        all(ok),
+        max(errors) if errors else None,
+        (len(ok) - sum(ok)) / max(len(ok), 1),
+        sum(not math.isfinite(x) for x, _ in pairs),
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+@pytest.mark.parametrize("seed", range(6))
+def test_compare_values_agrees_with_its_definition(seed, dtype):
+    """Random arrays, most of them matching (the common case, which takes a
+    shorter path) and some with NaN, inf or wrong values on either side."""
+    rng = np.random.default_rng(seed)
+    expected = rng.normal(0, 100, 400)
+    actual = (expected + rng.normal(0, 1e-3, 400)).astype(dtype)
+    if seed % 3 == 1:  # a few wrong or non-finite values in the actual array
+        where = rng.choice(400, 5, replace=False)
+        actual[where[:2]] = actual[where[:2]] + 7
+        if dtype != np.int64:
+            actual[where[2:]] = [np.nan, np.inf, -np.inf]
+    if seed % 3 == 2:  # and in the expected one
+        expected[rng.choice(400, 3, replace=False)] = [np.nan, np.inf, -np.inf]
+    cmp = compare_values(actual, expected, 1e-4, 1e-2 if dtype != np.int64 else 1.0)
+    matches, max_abs, fraction, nonfinite = _by_definition(actual, expected, 1e-4, 1e-2 if dtype != np.int64 else 1.0)
+    assert (cmp.matches, cmp.mismatch_fraction, cmp.nonfinite) == (matches, fraction, nonfinite)
+    assert cmp.max_abs_error == pytest.approx(max_abs, rel=1e-12, abs=0)
 
 
 def test_compare_values_metrics_are_plain_floats():

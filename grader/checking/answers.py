@@ -84,12 +84,20 @@ def load_npy(path: Path | str, max_bytes: int, parent: Parent = None) -> np.ndar
             expected *= n
         if expected > max_bytes or size - f.tell() != expected:
             raise BadAnswerFile(f"array header (shape {shape}, dtype {dtype}) does not match the file size")
-        data = f.read(expected)
+        # Read straight into the array's own memory: one copy of the data, not three.
+        data = np.empty(expected, dtype=np.uint8)
+        view, got = data.data, 0
+        while got < expected:
+            n = f.readinto(view[got:])
+            if not n:
+                raise BadAnswerFile("the array data ends before its header says")
+            got += n
         try:
-            array = np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+            array = data.view(dtype).reshape(shape, order="F" if fortran else "C")
         except ValueError as exc:
             raise BadAnswerFile(f"unreadable array data: {exc}") from None
-        return array.copy()
+        # C order, as np.load gives: only a Fortran-order file is copied
+        return array if array.flags.c_contiguous else array.copy(order="C")
 
 
 def _read_manifest(answers: Folder, point: str) -> dict[str, _ManifestEntry] | str:

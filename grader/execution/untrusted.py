@@ -26,13 +26,13 @@ is not a regular file is read, and reads are capped.
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from grader.execution import host
 
@@ -115,7 +115,7 @@ def entry_stat(name: str, parent: Parent = None) -> os.stat_result:
     return os.stat(target, dir_fd=dir_fd, follow_symlinks=False)
 
 
-def open_regular(name: str, limit: int, parent: Parent = None) -> BinaryIO:
+def open_regular(name: str, limit: int, parent: Parent = None) -> io.BufferedReader:
     """Open ``name`` for reading, refusing anything but a regular file of at
     most ``limit`` bytes.  With a ``parent`` folder, ``name`` is one component
     under it; without, a path whose last component is not followed."""
